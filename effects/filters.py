@@ -8,9 +8,10 @@ differentiable and runs on any device (``DifferentiableMixer``); built with nump
 numba it costs ~2 us per block for all 40 biquads (``StreamingMixer``; plain numpy spends
 ~150 us there in per-call overhead, a quarter of the real-time budget).
 
-At flat EQ the cookbook's numerator equals its denominator, and the highpass/lowpass fade their
-numerator into the denominator over the last ``FILTER_BYPASS_EDGE`` of their travel: the neutral
-frame is an exact identity, reached continuously.
+At flat EQ the cookbook's numerator equals its denominator, and over the last
+``FILTER_BYPASS_EDGE`` of their travel the highpass/lowpass move their cutoff out of the audio band
+(towards 1 Hz / towards Nyquist) while fading their numerator into the denominator: the neutral
+frame is an exact identity, reached continuously and without a dip in the response.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _make_design(xp: Any, jit: Callable[[Callable], Callable]) -> Callable:
     def pass_filter(freq_hz, mix, sign, q, fs):
         # sign +1: highpass, -1: lowpass. ``mix`` fades the numerator from the denominator
         # (identity) to the filter's own.
-        w0 = (2.0 * math.pi / fs) * xp.clip(freq_hz, 1.0, 0.45 * fs)
+        w0 = (2.0 * math.pi / fs) * xp.clip(freq_hz, 1.0, 0.49 * fs)
         c = xp.cos(w0)
         alpha = xp.sin(w0) / (2.0 * q)
         a0 = 1.0 + alpha
@@ -83,13 +84,14 @@ def _make_design(xp: Any, jit: Callable[[Callable], Callable]) -> Callable:
     def design(p, fs, low_hz, mid_hz, mid_q, high_hz, filter_q):
         hp = p[:, 3]
         lp = p[:, 4]
+        hp_mix = xp.clip(hp / edge, 0.0, 1.0)
+        lp_mix = xp.clip((1.0 - lp) / edge, 0.0, 1.0)
         return xp.stack((
             shelf(p[:, 0], low_hz, 1.0, fs),
             peak(p[:, 1], mid_hz, mid_q, fs),
             shelf(p[:, 2], high_hz, -1.0, fs),
-            pass_filter(highpass_to_hz(hp), xp.clip(hp / edge, 0.0, 1.0), 1.0, filter_q, fs),
-            pass_filter(lowpass_to_hz(lp), xp.clip((1.0 - lp) / edge, 0.0, 1.0), -1.0,
-                        filter_q, fs),
+            pass_filter(highpass_to_hz(hp) * hp_mix, hp_mix, 1.0, filter_q, fs),
+            pass_filter(lowpass_to_hz(lp) / (lp_mix + 1e-3), lp_mix, -1.0, filter_q, fs),
         ), axis=1)
 
     return design
