@@ -73,8 +73,8 @@ class StreamingMixer:
             raise ValueError(f"out must be a C-contiguous float32 [2, {n}] array")
         if N_CHANNELS * n > self._dry.size:
             self._dry = np.zeros(N_CHANNELS * n)  # only when the host grows its block size
-        stems_a = np.ascontiguousarray(stems_a, dtype=np.float32)
-        stems_b = np.ascontiguousarray(stems_b, dtype=np.float32)
+        stems_a = np.asarray(stems_a, dtype=np.float32)
+        stems_b = np.asarray(stems_b, dtype=np.float32)
 
         current = self._controls(frame)
         previous = self._prev if self._prev is not None else current
