@@ -46,7 +46,7 @@ class StreamingMixer:
         self._prev: tuple | None = None
         self.rejected_frames = 0
         self.reset()
-        # Compile the design now (about two seconds, once per process), never in the callback.
+        # Compile the design now (about four seconds, once per process), never in the callback.
         self._controls(self._frame)
 
     def reset(self) -> None:
