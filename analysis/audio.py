@@ -12,6 +12,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from effects.params import STEMS
+
 # Shorter than this is not a track a DJ could mix: four bars at 120 BPM.
 MIN_SECONDS = 8.0
 
@@ -62,3 +64,35 @@ def load_audio(path: Path | str, sample_rate: int = 44100,
     if channels == 1:
         audio = np.repeat(audio, 2, axis=0)
     return audio
+
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")
+
+
+def load_stem_folder(folder: Path | str, sample_rate: int = 44100,
+                     min_seconds: float = MIN_SECONDS) -> np.ndarray:
+    """Pre-separated stems: a folder holding drums, bass, vocals and other (any format each,
+    e.g. ``drums.wav``, ``bass.flac``) -> float32 [4, 2, samples].
+
+    Stems of slightly different lengths (encoder padding) are padded with silence to the
+    longest; a missing, doubled or unreadable stem is an ``AudioLoadError`` naming it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AudioLoadError(folder, "not a folder of stems")
+    stems = []
+    for name in STEMS:
+        found = [p for p in folder.iterdir()
+                 if p.stem.lower() == name and p.suffix.lower() in AUDIO_SUFFIXES]
+        if not found:
+            raise AudioLoadError(folder, f"no '{name}' stem (expected a file such as "
+                                         f"{name}.wav or {name}.flac)")
+        if len(found) > 1:
+            raise AudioLoadError(folder, f"more than one '{name}' stem: "
+                                         f"{', '.join(sorted(p.name for p in found))}")
+        stems.append(load_audio(found[0], sample_rate, min_seconds))
+    longest = max(s.shape[1] for s in stems)
+    out = np.zeros((len(STEMS), 2, longest), dtype=np.float32)
+    for i, stem in enumerate(stems):
+        out[i, :, : stem.shape[1]] = stem
+    return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STEM_NAMES = ("drums", "bass", "vocals", "other")
+
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _MAJOR = (0, 2, 4, 5, 7, 9, 11)
 _MINOR = (0, 2, 3, 5, 7, 8, 10)

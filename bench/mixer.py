@@ -56,7 +56,8 @@ def bench_streaming(block: int, seconds: float, sample_rate: int) -> dict[str, f
         if k >= 0:
             times[k] = time.perf_counter() - t0
     period = block / sample_rate
-    return {"median_us": float(np.median(times) * 1e6), "p99_us": float(np.percentile(times, 99) * 1e6),
+    return {"median_us": float(np.median(times) * 1e6),
+            "p99_us": float(np.percentile(times, 99) * 1e6),
             "rtf_median": float(np.median(times) / period),
             "rtf_p99": float(np.percentile(times, 99) / period)}
 

@@ -5,5 +5,6 @@ from .differentiable import DifferentiableMixer
 from .params import N_PARAMS, PARAM_NAMES, PARAM_SPECS, neutral_frame
 from .streaming import StreamingMixer
 
-__all__ = ["DifferentiableMixer", "MixerConfig", "N_PARAMS", "PARAM_NAMES", "PARAM_SPECS", "StreamingMixer",
+__all__ = ["DifferentiableMixer", "MixerConfig", "N_PARAMS", "PARAM_NAMES", "PARAM_SPECS",
+           "StreamingMixer",
            "neutral_frame"]

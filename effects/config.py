@@ -1,4 +1,4 @@
-"""Mixer settings: band frequencies, filter slope, reverb shape and the differentiable mixer's frames."""
+"""Mixer settings: EQ bands, filter slope, reverb shape, the differentiable mixer's frames."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ class MixerConfig(BaseModel):
         nyquist = self.sample_rate / 2
         for name in ("low_shelf_hz", "mid_peak_hz", "high_shelf_hz"):
             if getattr(self, name) >= nyquist:
-                raise ValueError(f"{name}={getattr(self, name)} is not below Nyquist ({nyquist} Hz)")
+                raise ValueError(f"{name}={getattr(self, name)} is not below Nyquist "
+                                 f"({nyquist} Hz)")
         if self.reverb_max_delay_ms <= self.reverb_min_delay_ms:
             raise ValueError("reverb_max_delay_ms must be greater than reverb_min_delay_ms")
         if self.filter_fft_size & (self.filter_fft_size - 1):

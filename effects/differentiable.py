@@ -158,7 +158,7 @@ class DifferentiableMixer(nn.Module):
         return ola.reshape(batch, N_CHANNELS, -1)[..., hop:hop + n]
 
     def _reverb(self, send: torch.Tensor, rt60: torch.Tensor) -> torch.Tensor:
-        """The FDN of ``effects.reverb`` on [B, 2, N], a chunk of ``min_delay`` samples at a time."""
+        """The FDN of ``effects.reverb`` on [B, 2, N], ``min_delay`` samples at a time."""
         batch, _, n = send.shape
         n_lines = len(self.fdn_delay_steps)
         span = max(self.fdn_delay_steps) + 1

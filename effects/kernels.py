@@ -29,9 +29,10 @@ _MIX_SIG = (
 def mix_stems(stems_a, stems_b, amp0, amp1, coef0, coef1, state, dry):
     """Gain and filter every stem, then sum them into ``dry`` [2, N] (overwritten).
 
-    stems_a, stems_b [4, 2, N] (any strides: a block is a slice of a whole track); amp0, amp1 [8] stem amplitudes (fader x crossfader) at the start
-    and end of the block; coef0, coef1 [8, K, 5] biquad cascades (b0, b1, b2, a1, a2); state
-    [8, 2, K, 2] transposed-direct-form-II states, updated in place.
+    stems_a, stems_b [4, 2, N] (any strides: a block is a slice of a whole track); amp0, amp1
+    [8] stem amplitudes (fader x crossfader) at the start and end of the block; coef0, coef1
+    [8, K, 5] biquad cascades (b0, b1, b2, a1, a2); state [8, 2, K, 2] transposed-direct-form-II
+    states, updated in place.
     """
     n_samples = dry.shape[1]
     n_channels = dry.shape[0]

@@ -6,7 +6,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.audio import AudioLoadError, load_audio
+from analysis.audio import AudioLoadError, load_audio, load_stem_folder
 
 SR = 44100
 
@@ -73,7 +73,8 @@ def test_bad_files_give_one_error_naming_the_file_and_the_reason(tmp_path, make,
     assert str(path) in str(err.value)
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(header=st.binary(min_size=0, max_size=64), body=st.binary(min_size=0, max_size=512))
 def test_arbitrary_bytes_load_or_fail_cleanly(tmp_path, header, body):
     path = tmp_path / "fuzz.wav"
@@ -83,3 +84,35 @@ def test_arbitrary_bytes_load_or_fail_cleanly(tmp_path, header, body):
     except AudioLoadError:
         return
     assert audio.shape[0] == 2 and np.all(np.isfinite(audio))
+
+
+def write_stems(folder, names=("drums", "bass", "vocals", "other"), ext="wav", seconds=9.0):
+    folder.mkdir(exist_ok=True)
+    for i, name in enumerate(names):
+        sf.write(folder / f"{name}.{ext}", sine(200.0 * (i + 1), SR, seconds=seconds), SR)
+
+
+def test_a_stem_folder_loads_in_stem_order_padded_to_the_longest(tmp_path):
+    folder = tmp_path / "track"
+    write_stems(folder)
+    sf.write(folder / "Bass.flac", sine(400.0, 48000, seconds=9.5), 48000)  # replaces bass.wav
+    (folder / "bass.wav").unlink()
+    (folder / "cover.jpg").write_bytes(b"\xff\xd8 not audio")
+    stems = load_stem_folder(folder)
+    assert stems.shape == (4, 2, int(9.5 * SR))
+    for i, stem in enumerate(stems):
+        assert peak_hz_and_db(stem[:, : 9 * SR])[0] == pytest.approx(200.0 * (i + 1), abs=1.0)
+    assert np.all(stems[0, :, 9 * SR:] == 0)  # the shorter drums are padded with silence
+
+
+def test_stem_folder_errors_name_the_missing_or_doubled_stem(tmp_path):
+    folder = tmp_path / "track"
+    write_stems(folder, names=("drums", "bass", "other"))
+    with pytest.raises(AudioLoadError, match="no 'vocals' stem"):
+        load_stem_folder(folder)
+    write_stems(folder, names=("vocals",), ext="flac")
+    sf.write(folder / "vocals.wav", sine(1.0, SR), SR)
+    with pytest.raises(AudioLoadError, match="more than one 'vocals' stem: vocals.flac, vocals"):
+        load_stem_folder(folder)
+    with pytest.raises(AudioLoadError, match="not a folder"):
+        load_stem_folder(folder / "drums.wav")
