@@ -1,9 +1,9 @@
 """A small synthetic music generator with exact ground truth: four stems, BPM, beats, key.
 
 It renders 4/4 electronic music from a seed: kick, clap and hats (drums), a root-note bassline
-(bass), a vibrato lead on the scale (vocals), and sustained chords (other). Everything it played
-is known exactly, which is what the analysis is measured against and what the built-in demo
-tracks are made of.
+(bass), a vibrato lead on the scale (vocals), and sustained chords (other), arranged in 8-bar
+phrases the way DJ tracks are (intro, drop, break, outro). Everything it played is known exactly,
+which is what the analysis is measured against and what the built-in demo tracks are made of.
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ import numpy as np
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _MAJOR = (0, 2, 4, 5, 7, 9, 11)
 _MINOR = (0, 2, 3, 5, 7, 8, 10)
+# Which stems play in each section (drums, bass, vocals, other). The break is labelled "bridge",
+# one of the six structure labels the model knows.
+SECTION_STEMS = {"intro": (1, 1, 0, 0), "drop": (1, 1, 1, 1), "bridge": (0, 0, 1, 1),
+                 "outro": (1, 1, 0, 0)}
+PHRASE_BARS = 8
 # Scale degrees of the chord roots, one chord per bar: I-V-vi-IV (major), i-VI-III-VII (minor).
 _PROGRESSION = {"major": (0, 4, 5, 3), "minor": (0, 5, 2, 6)}
 
@@ -28,6 +33,7 @@ class SynthTrack:
     tonic: int  # pitch class, 0 = C
     mode: str  # "major" or "minor"
     beat_times: np.ndarray  # seconds of every beat; every fourth is a downbeat, the first is one
+    sections: tuple[tuple[str, int, int], ...]  # (label, first bar, bars)
 
     @property
     def key_name(self) -> str:
@@ -46,6 +52,26 @@ def _decay(n: int, seconds: float, sample_rate: int) -> np.ndarray:
     return np.exp(-np.arange(n) / (seconds * sample_rate))
 
 
+def arrangement(bars: int) -> tuple[tuple[str, int, int], ...]:
+    """Sections as (label, first bar, bars): 8-bar intro and outro around drops with a break in
+    the middle for tracks of 24 bars or more; one drop otherwise."""
+    if bars < 3 * PHRASE_BARS:
+        return (("drop", 0, bars),)
+    middle = (bars - 2 * PHRASE_BARS) // PHRASE_BARS
+    labels = ["intro"] + ["bridge" if middle >= 3 and i == middle // 2 else "drop"
+                          for i in range(middle)] + ["outro"]
+    lengths = [PHRASE_BARS] * len(labels)
+    lengths[-2] += bars - PHRASE_BARS * len(labels)  # leftover bars extend the last drop
+    sections, start = [], 0
+    for label, length in zip(labels, lengths):
+        if sections and sections[-1][0] == label:
+            sections[-1] = (label, sections[-1][1], sections[-1][2] + length)
+        else:
+            sections.append((label, start, length))
+        start += length
+    return tuple(sections)
+
+
 def render_track(seed: int, bpm: float = 124.0, tonic: int = 9, mode: str = "minor",
                  bars: int = 16, sample_rate: int = 44100) -> SynthTrack:
     """Render ``bars`` bars of 4/4 at ``bpm`` in the given key, reproducibly from ``seed``."""
@@ -58,6 +84,10 @@ def render_track(seed: int, bpm: float = 124.0, tonic: int = 9, mode: str = "min
     stems = np.zeros((4, n), dtype=np.float64)
     scale = _MAJOR if mode == "major" else _MINOR
     t_beat = int(beat * sample_rate)
+    sections = arrangement(bars)
+    plays = np.zeros((bars, 4), dtype=bool)
+    for label, first, length in sections:
+        plays[first:first + length] = SECTION_STEMS[label]
 
     def place(stem: int, start_s: float, sound: np.ndarray) -> None:
         i = int(round(start_s * sample_rate))
@@ -73,6 +103,8 @@ def render_track(seed: int, bpm: float = 124.0, tonic: int = 9, mode: str = "min
     hat = np.diff(np.diff(noise[: int(0.05 * sample_rate)], prepend=0.0), prepend=0.0)
     hat *= _decay(hat.size, 0.012, sample_rate) * 0.12
     for b in range(n_beats):
+        if not plays[b // 4, 0]:
+            continue
         place(0, b * beat, kick * 0.9)
         place(0, (b + 0.5) * beat, hat)
         if b % 4 in (1, 3):
@@ -84,7 +116,7 @@ def render_track(seed: int, bpm: float = 124.0, tonic: int = 9, mode: str = "min
         degree = _PROGRESSION[mode][bar % 4]
         root = octave_root + scale[degree]
         # bass: eighth notes on the chord root, octave jump on the offbeats
-        for e in range(8):
+        for e in range(8 if plays[bar, 1] else 0):
             note = root + (12 if e % 2 else 0)
             dur = int(beat / 2 * sample_rate)
             t = np.arange(dur) / sample_rate
@@ -99,10 +131,11 @@ def render_track(seed: int, bpm: float = 124.0, tonic: int = 9, mode: str = "min
         chord = sum(np.sin(2 * np.pi * _midi_hz(60 + tonic + scale[(degree + k) % 7]
                                                  + 12 * ((degree + k) // 7)) * t)
                     for k in (0, 2, 4))
-        place(3, bar * 4 * beat, 0.07 * chord * env)
+        if plays[bar, 3]:
+            place(3, bar * 4 * beat, 0.07 * chord * env)
     # lead: a vibrato voice on eighth notes through the second half of every 8-bar phrase
     for e, degree in enumerate(lead_notes):
-        if (e // 16) % 2 == 0 or e % 3 == 2:
+        if (e // 16) % 2 == 0 or e % 3 == 2 or not plays[e // 8, 2]:
             continue
         dur = int(beat / 2 * sample_rate)
         t = np.arange(dur) / sample_rate
@@ -121,4 +154,5 @@ def render_track(seed: int, bpm: float = 124.0, tonic: int = 9, mode: str = "min
     # Leave DJ headroom: the mix peaks at -6 dBFS (one factor for all stems keeps their sum exact).
     stereo *= 0.5 / np.max(np.abs(stereo.sum(axis=0)))
     beat_times = np.arange(n_beats) * beat
-    return SynthTrack(stereo.astype(np.float32), sample_rate, float(bpm), tonic, mode, beat_times)
+    return SynthTrack(stereo.astype(np.float32), sample_rate, float(bpm), tonic, mode, beat_times,
+                      sections)
