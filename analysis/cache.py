@@ -2,8 +2,9 @@
 
 A result is a flat mapping of names to numpy arrays (scalars as 0-d arrays, text as unicode
 arrays), stored as ``.npz`` and read back with ``allow_pickle=False``: a cache file can never run
-code. Writes go to a temporary file in the same directory and are renamed into place, so a crash
-or a concurrent reader never sees half a file.
+code. Audio that goes with it (the stems) is stored beside it as a 16-bit multichannel FLAC,
+about half the size of raw samples. Writes go to a temporary file in the same directory and are
+renamed into place, so a crash or a concurrent reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 _CHUNK = 1 << 20
 
@@ -58,13 +60,45 @@ class AnalysisCache:
 
     def save(self, digest: str, result: dict[str, np.ndarray]) -> Path:
         """Store a result atomically; returns its path."""
+        arrays = {name: np.asarray(value) for name, value in result.items()}
+        return self._write(self.entry(digest),
+                           lambda f: np.savez(f, allow_pickle=False, **arrays))
+
+    def audio_entry(self, digest: str) -> Path:
+        return self.entry(digest).with_suffix(".flac")
+
+    def save_audio(self, digest: str, audio: np.ndarray, sample_rate: int) -> Path:
+        """Store audio [channels, samples] (FLAC holds up to 8 channels), scaled to fit 16 bits;
+        the scale is kept in the file's comment."""
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        scale = max(peak / 0.999, 1.0)
+
+        def write(f) -> None:
+            with sf.SoundFile(f, "w", sample_rate, audio.shape[0], "PCM_16", format="FLAC") as out:
+                out.comment = repr(scale)
+                out.write((audio / scale).T)
+
+        return self._write(self.audio_entry(digest), write)
+
+    def load_audio(self, digest: str) -> np.ndarray | None:
+        """Stored audio as float32 [channels, samples], or None (unreadable entries removed)."""
+        path = self.audio_entry(digest)
+        try:
+            with sf.SoundFile(path) as f:
+                scale = float(f.comment or 1.0)
+                return np.ascontiguousarray(f.read(dtype="float32", always_2d=True).T) * scale
+        except FileNotFoundError:
+            return None
+        except (sf.LibsndfileError, RuntimeError, ValueError):
+            path.unlink(missing_ok=True)
+            return None
+
+    def _write(self, path: Path, write) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.entry(digest)
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=path.stem, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, allow_pickle=False,
-                         **{name: np.asarray(value) for name, value in result.items()})
+                write(f)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -55,3 +55,14 @@ def test_a_corrupt_or_pickled_entry_is_a_miss_and_is_removed(tmp_path):
     # An object array would need pickle to load: refused, never executed.
     np.savez(cache.entry("02" * 32), evil=np.array([object()], dtype=object))
     assert cache.load("02" * 32) is None
+
+
+def test_audio_is_stored_beside_the_result_within_16_bit_precision(tmp_path):
+    cache = AnalysisCache(tmp_path)
+    audio = (np.random.default_rng(0).standard_normal((8, 4410)) * 0.7).astype(np.float32)
+    cache.save_audio("aa" * 32, audio, 44100)  # peaks above 1.0 are scaled, not clipped
+    back = cache.load_audio("aa" * 32)
+    assert back.shape == audio.shape and back.dtype == np.float32
+    assert np.max(np.abs(back - audio)) < np.max(np.abs(audio)) * 2.0**-14
+    cache.audio_entry("bb" * 32).write_bytes(b"fLaC but broken")
+    assert cache.load_audio("bb" * 32) is None and not cache.audio_entry("bb" * 32).exists()
