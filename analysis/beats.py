@@ -74,18 +74,24 @@ def estimate_beat_grid(audio: np.ndarray, sample_rate: int,
                                          units="time")
     if tracked.size < 8:
         raise ValueError("no steady beat found (too few beats to fit a grid)")
-    spacing, phase = _fit_line(tracked, float(np.median(np.diff(tracked))))
-    period = _fold(60.0 / spacing, lo, hi)
+    spacing, _ = _fit_line(tracked, float(np.median(np.diff(tracked))))
     bands = librosa.mel_frequencies(64, fmax=ANALYSIS_RATE / 2)
-    ratio = int(round(period / spacing))
-    if ratio > 1:
-        # The tracker followed a subdivision (hats on the off-beats, say): of the candidate
-        # phases, the beat is where the kick is, the onsets below 150 Hz.
-        kick = librosa.onset.onset_strength(S=mel_db[bands < 150], sr=ANALYSIS_RATE,
-                                            hop_length=HOP)
-        phase = max((phase + j * spacing for j in range(ratio)),
-                    key=lambda c: _grid_strength(kick, period, c))
-    phase = _refine_phase(envelope, period, phase % period)
+    kick = librosa.onset.onset_strength(S=mel_db[bands < 150], sr=ANALYSIS_RATE, hop_length=HOP)
+    # Where the beats are: strong onsets overall and the kick (below 150 Hz), which tells the
+    # beat from the hats between beats.
+    beat_cue = envelope / (envelope.mean() + 1e-9) + kick / (kick.mean() + 1e-9)
+    # The tracker may lock onto a subdivision or a dotted rhythm (2:1, 3:2): each candidate
+    # tempo is folded into the range and phased on the beat cue; the grid whose every point
+    # lands on a strong beat wins (a 3:2 grid puts a third or half of its points between beats).
+    best = None
+    for ratio in (1.0, 1.5, 2.0 / 3.0):
+        period = _fold(60.0 / spacing * ratio, lo, hi)
+        phases = np.linspace(0.0, period, 48, endpoint=False)
+        strength = [_grid_strength(beat_cue, period, c) for c in phases]
+        if best is None or max(strength) > best[0]:
+            best = (max(strength), period, phases[int(np.argmax(strength))])
+    _, period, phase = best
+    phase = _refine_phase(envelope, period, phase)
     between = np.mean([_grid_strength(envelope, period, phase + j * period / 8)
                        for j in range(1, 8)])
     pulse = _grid_strength(envelope, period, phase) / (between + 1e-9)

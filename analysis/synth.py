@@ -21,8 +21,10 @@ _MINOR = (0, 2, 3, 5, 7, 8, 10)
 SECTION_STEMS = {"intro": (1, 1, 0, 0), "drop": (1, 1, 1, 1), "bridge": (0, 0, 1, 1),
                  "outro": (1, 1, 0, 0)}
 PHRASE_BARS = 8
-# Scale degrees of the chord roots, one chord per bar: I-V-vi-IV (major), i-VI-III-VII (minor).
-_PROGRESSION = {"major": (0, 4, 5, 3), "minor": (0, 5, 2, 6)}
+# Scale degrees of the chord roots, one chord per bar, opening and closing on the tonic so that
+# the key is audible: I-IV-V-I (major), i-VI-VII-i (minor). (Rotations of one loop, such as
+# I-V-vi-IV against i-VI-III-VII, would hold a key and its relative in equal measure.)
+_PROGRESSION = {"major": (0, 3, 4, 0), "minor": (0, 5, 6, 0)}
 
 
 @dataclass(frozen=True)
