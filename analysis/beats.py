@@ -21,6 +21,9 @@ BEATS_PER_BAR = 4
 DEFAULT_BPM_RANGE = (88.0, 176.0)
 # How much stronger the onsets on the grid must be than between its beats for a track to have one.
 MIN_PULSE = 3.0
+# And how strong they must be: the mean rise in dB over the mel bands at a beat (music with a
+# beat: 4-6; a held note: 0.02; white noise: 0.4). Gain does not change it: it is in dB.
+MIN_ONSET_DB = 1.0
 
 
 @dataclass(frozen=True)
@@ -92,9 +95,13 @@ def estimate_beat_grid(audio: np.ndarray, sample_rate: int,
             best = (max(strength), period, phases[int(np.argmax(strength))])
     _, period, phase = best
     phase = _refine_phase(envelope, period, phase)
+    on_grid = _grid_strength(envelope, period, phase)
     between = np.mean([_grid_strength(envelope, period, phase + j * period / 8)
                        for j in range(1, 8)])
-    pulse = _grid_strength(envelope, period, phase) / (between + 1e-9)
+    pulse = on_grid / (between + 1e-9)
+    if on_grid < MIN_ONSET_DB:
+        raise ValueError(f"no steady beat found (onsets on the grid average {on_grid:.2f} dB, "
+                         f"need {MIN_ONSET_DB:g})")
     if pulse < MIN_PULSE:
         raise ValueError(f"no steady beat found (onsets on the grid only {pulse:.2f}x those "
                          f"between, need {MIN_PULSE:g}x)")

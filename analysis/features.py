@@ -20,8 +20,13 @@ N_MELS = 128
 STRUCTURE_LABELS = ("intro", "verse", "chorus", "drop", "bridge", "outro")
 MEL_RATE = 22050
 MEL_HOP = 256
-# A stem plays in a phrase when its level reaches this share of its loudest phrase.
-PRESENT = 0.3
+# Phrase levels are read relative to each stem's loudest phrase, floored at this (dB).
+LEVEL_FLOOR_DB = -20.0
+# Drums this far below their loudest phrase are a break (separated drums leak at about -20 dB).
+DRUMS_OUT_DB = -10.0
+# A phrase is a drop when its stems together are within this many dB of the fullest phrase:
+# one judgement over all four stems is steadier than one per stem, whose leakage varies.
+FULL_WITHIN_DB = 6.0
 
 
 @dataclass(frozen=True)
@@ -85,13 +90,17 @@ def segment(stems: np.ndarray, sample_rate: int, grid: BeatGrid,
     the drop, phrases without drums are a break (``bridge``), the thinner phrases before the
     first drop and after the last one are intro and outro, and thinner phrases in between verses.
     """
-    bounds = np.r_[0.0, grid.phrase_times(phrase_bars), grid.duration]
-    bounds = np.unique(bounds[(bounds >= 0) & (bounds <= grid.duration)])
-    level = frame_rms(stems, sample_rate, bounds)  # [4, phrases]
-    plays = level >= PRESENT * level.max(axis=1, keepdims=True)
-    drums, bass, vocals, other = plays
-    full = drums & bass & (vocals | other)
-    labels = np.where(~drums, "bridge", np.where(full, "drop", "verse")).astype(object)
+    bar = BEATS_PER_BAR * grid.beat_period
+    inner = grid.phrase_times(phrase_bars)
+    # A pickup shorter than a bar belongs to the first phrase, a tail to the last.
+    inner = inner[(inner >= bar) & (inner <= grid.duration - bar)]
+    bounds = np.r_[0.0, inner, grid.duration]
+    level = 20 * np.log10(frame_rms(stems, sample_rate, bounds) + 1e-9)  # [4, phrases] dB
+    level = np.maximum(level - level.max(axis=1, keepdims=True), LEVEL_FLOOR_DB)
+    fullness = level.sum(axis=0)
+    full = fullness >= fullness.max() - FULL_WITHIN_DB
+    drumless = level[0] < DRUMS_OUT_DB
+    labels = np.where(drumless, "bridge", np.where(full, "drop", "verse")).astype(object)
     if full.any():
         first, last = np.flatnonzero(full)[[0, -1]]
         labels[:first][labels[:first] == "verse"] = "intro"
