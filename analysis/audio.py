@@ -16,6 +16,8 @@ from effects.params import STEMS
 
 # Shorter than this is not a track a DJ could mix: four bars at 120 BPM.
 MIN_SECONDS = 8.0
+# Beat and key analysis run on mono at this rate: what they look at lies well below 11 kHz.
+ANALYSIS_RATE = 22050
 
 
 class AudioLoadError(ValueError):
@@ -64,6 +66,18 @@ def load_audio(path: Path | str, sample_rate: int = 44100,
     if channels == 1:
         audio = np.repeat(audio, 2, axis=0)
     return audio
+
+
+def analysis_mono(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """float32 [channels, samples] or [samples] -> mono float32 at ``ANALYSIS_RATE``."""
+    y = np.asarray(audio, dtype=np.float32)
+    if y.ndim == 2:
+        y = y.mean(axis=0)
+    elif y.ndim != 1:
+        raise ValueError(f"audio must be [samples] or [channels, samples], got {list(y.shape)}")
+    if sample_rate != ANALYSIS_RATE:
+        y = soxr.resample(y, sample_rate, ANALYSIS_RATE, quality="HQ").astype(np.float32)
+    return y
 
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")

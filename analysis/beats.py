@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import librosa
 import numpy as np
 
-ANALYSIS_RATE = 22050
+from .audio import ANALYSIS_RATE, analysis_mono
+
 HOP = 256  # 11.6 ms onset frames at ANALYSIS_RATE
 BEATS_PER_BAR = 4
 # A tempo range one octave wide: any BPM has exactly one octave in it, so the tracker's half- or
@@ -66,7 +67,7 @@ class BeatGrid:
 def estimate_beat_grid(audio: np.ndarray, sample_rate: int,
                        bpm_range: tuple[float, float] = DEFAULT_BPM_RANGE) -> BeatGrid:
     """Fit the beat grid of a track, audio float32 [2, N] or [N]."""
-    y = _mono(audio, sample_rate)
+    y = analysis_mono(audio, sample_rate)
     duration = y.size / ANALYSIS_RATE
     mel_db = librosa.power_to_db(librosa.feature.melspectrogram(
         y=y, sr=ANALYSIS_RATE, hop_length=HOP, n_mels=64))
@@ -112,13 +113,6 @@ def estimate_beat_grid(audio: np.ndarray, sample_rate: int,
     first = phase + downbeat * period
     first -= np.floor(first / (BEATS_PER_BAR * period)) * BEATS_PER_BAR * period
     return BeatGrid(bpm=60.0 / period, first_downbeat=float(first), duration=duration)
-
-
-def _mono(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    y = np.asarray(audio, dtype=np.float32)
-    if y.ndim == 2:
-        y = y.mean(axis=0)
-    return librosa.resample(y, orig_sr=sample_rate, target_sr=ANALYSIS_RATE, res_type="soxr_hq")
 
 
 def _fold(bpm: float, lo: float, hi: float) -> float:

@@ -14,6 +14,7 @@ import librosa
 import numpy as np
 
 from .beats import BEATS_PER_BAR, BeatGrid
+from .key import key_one_hot
 
 FRAMES_PER_BEAT = 4
 N_MELS = 128
@@ -129,15 +130,13 @@ def track_features(stems: np.ndarray, sample_rate: int, grid: BeatGrid, key_inde
     """All conditioning features of one track on the shared time base."""
     start_beat, times = frame_times(grid)
     frames = np.arange(times.size - 1)
-    key = np.zeros(24, dtype=np.float32)
-    key[key_index] = 1.0
     return TrackFeatures(
         stem_mels=stem_mels(stems, sample_rate, times),
         structure=structure_one_hot(sections, times),
         beats=(frames % FRAMES_PER_BEAT == 0).astype(np.float32),
         downbeats=(frames % (FRAMES_PER_BEAT * BEATS_PER_BAR) == 0).astype(np.float32),
         bpm=np.array([grid.bpm], dtype=np.float32),
-        key=key,
+        key=key_one_hot(key_index),
         energy=frame_rms(stems.sum(axis=0), sample_rate, times),
         start_beat=start_beat,
     )

@@ -9,14 +9,14 @@ from __future__ import annotations
 import librosa
 import numpy as np
 import scipy.ndimage as ndi
-import soxr
+
+from .audio import ANALYSIS_RATE, analysis_mono
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 MODES = ("major", "minor")
 KEY_NAMES: tuple[str, ...] = tuple(f"{p} {m}" for m in MODES for p in PITCH_CLASSES)
 
 # Chroma needs nothing above ~5 kHz, and half the rate halves the work.
-_SAMPLE_RATE = 22050
 # 4096 points at 22.05 kHz is 5.4 Hz a bin: enough to tell bass semitones apart down to ~90 Hz.
 _N_FFT = 4096
 _HOP = 2048
@@ -123,22 +123,16 @@ def _correlate(chroma: np.ndarray, templates: np.ndarray) -> np.ndarray:
 
 
 def _mono(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=0)
-    elif audio.ndim != 1:
-        raise ValueError(f"audio must be [samples] or [channels, samples], got {audio.shape}")
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    if sample_rate != _SAMPLE_RATE:
-        audio = soxr.resample(audio, sample_rate, _SAMPLE_RATE)
+    audio = analysis_mono(audio, sample_rate)
     # The STFT wants at least one full window.
     return np.pad(audio, (0, max(0, _N_FFT - audio.size)))
 
 
 def _tonal_energy(magnitude: np.ndarray) -> np.ndarray:
     """Per-frame energy of spectral peaks: pitched notes count, drums and noise hardly do."""
-    freqs = librosa.fft_frequencies(sr=_SAMPLE_RATE, n_fft=_N_FFT)
+    freqs = librosa.fft_frequencies(sr=ANALYSIS_RATE, n_fft=_N_FFT)
     band = magnitude[(freqs > _TONAL_BAND_HZ[0]) & (freqs < _TONAL_BAND_HZ[1])]
     floor = ndi.median_filter(band, size=(_FLOOR_BINS, 1), mode="nearest")
     return (np.maximum(band - floor, 0.0) ** 2).sum(axis=0)
@@ -154,16 +148,16 @@ def _chroma_and_live(mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     live = energy > _LIVE_SHARE * np.median(energy[audible])
     # Tracks are often not at A440 (vinyl rips, pitched masters); a quarter tone off would smear
     # every note over two chroma bins.
-    tuning = librosa.estimate_tuning(S=magnitude[:, live], sr=_SAMPLE_RATE, n_fft=_N_FFT)
+    tuning = librosa.estimate_tuning(S=magnitude[:, live], sr=ANALYSIS_RATE, n_fft=_N_FFT)
     # Magnitude rather than power, so the loud low end weighs less against the chords.
-    chroma = librosa.feature.chroma_stft(S=magnitude, sr=_SAMPLE_RATE, n_fft=_N_FFT,
+    chroma = librosa.feature.chroma_stft(S=magnitude, sr=ANALYSIS_RATE, n_fft=_N_FFT,
                                          tuning=tuning)
     return chroma, live
 
 
 def _opening_chroma(chroma: np.ndarray, live: np.ndarray) -> np.ndarray:
     """Chroma of the first chord: frames from the first live one, fading with time."""
-    seconds = (np.arange(chroma.shape[1]) - np.argmax(live)) * _HOP / _SAMPLE_RATE
+    seconds = (np.arange(chroma.shape[1]) - np.argmax(live)) * _HOP / ANALYSIS_RATE
     weights = np.where(seconds >= 0.0, np.exp(-np.maximum(seconds, 0.0) / _OPENING_SECONDS), 0.0)
     return chroma @ weights / weights.sum()
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .key import PITCH_CLASSES
 
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
 _MAJOR = (0, 2, 4, 5, 7, 9, 11)
 _MINOR = (0, 2, 3, 5, 7, 8, 10)
 # Which stems play in each section (drums, bass, vocals, other). The break is labelled "bridge",
