@@ -46,7 +46,8 @@ class BeatGrid:
         return times[k % BEATS_PER_BAR == 0]
 
     def phrase_times(self, bars: int = 8) -> np.ndarray:
-        """Phrase boundaries every ``bars`` bars (8 or 16 in dance music) from the first downbeat."""
+        """Phrase boundaries every ``bars`` bars (8 or 16 in dance music) from the first
+        downbeat."""
         k, times = self._grid()
         return times[k % (bars * BEATS_PER_BAR) == 0]
 
