@@ -86,16 +86,20 @@ def estimate_beat_grid(audio: np.ndarray, sample_rate: int,
     # beat from the hats between beats.
     beat_cue = envelope / (envelope.mean() + 1e-9) + kick / (kick.mean() + 1e-9)
     # The tracker may lock onto a subdivision or a dotted rhythm (2:1, 3:2): each candidate
-    # tempo is folded into the range and phased on the beat cue; the grid whose every point
-    # lands on a strong beat wins (a 3:2 grid puts a third or half of its points between beats).
+    # tempo is folded into the range, its period and phase are fitted to the beat cue, and the
+    # grid whose every point lands on a strong beat wins (a 3:2 grid puts a third or half of
+    # its points between beats). The fit matters: beats tracked at 3:2 give the period only to
+    # ~0.3 %, half a beat of drift over a track.
     best = None
     for ratio in (1.0, 1.5, 2.0 / 3.0):
-        period = _fold(60.0 / spacing * ratio, lo, hi)
-        phases = np.linspace(0.0, period, 48, endpoint=False)
-        strength = [_grid_strength(beat_cue, period, c) for c in phases]
-        if best is None or max(strength) > best[0]:
-            best = (max(strength), period, phases[int(np.argmax(strength))])
+        rough = _fold(60.0 / spacing * ratio, lo, hi)
+        for period in rough * (1.0 + np.linspace(-0.006, 0.006, 25)):
+            phases = np.linspace(0.0, period, 48, endpoint=False)
+            strength = [_grid_strength(beat_cue, period, c) for c in phases]
+            if best is None or max(strength) > best[0]:
+                best = (max(strength), period, phases[int(np.argmax(strength))])
     _, period, phase = best
+    period, phase = _refit(envelope, period, phase)
     phase = _refine_phase(envelope, period, phase)
     on_grid = _grid_strength(envelope, period, phase)
     between = np.mean([_grid_strength(envelope, period, phase + j * period / 8)
@@ -145,6 +149,24 @@ def _grid_strength(envelope: np.ndarray, period: float, phase: float) -> float:
     frame_rate = ANALYSIS_RATE / HOP
     times = phase + period * np.arange(int(envelope.size / frame_rate / period))
     return float(np.interp(times * frame_rate, np.arange(envelope.size), envelope).mean())
+
+
+def _refit(envelope: np.ndarray, period: float, phase: float) -> tuple[float, float]:
+    """Least-squares line through the strongest onset near each grid beat: the searched
+    period is only as fine as its search steps, which over a long track adds up."""
+    frame_rate = ANALYSIS_RATE / HOP
+    k = np.arange(int(envelope.size / frame_rate / period))
+    centre = np.round((phase + k * period) * frame_rate).astype(int)
+    reach = max(1, int(0.15 * period * frame_rate))
+    offsets = np.arange(-reach, reach + 1)
+    frames = np.clip(centre[:, None] + offsets, 0, envelope.size - 1)
+    window = envelope[frames]
+    peak = frames[np.arange(k.size), window.argmax(axis=1)]
+    strong = window.max(axis=1) >= 0.5 * np.median(window.max(axis=1))
+    if strong.sum() < 8:
+        return period, phase
+    slope, intercept = np.polyfit(k[strong], peak[strong] / frame_rate, 1)
+    return float(slope), float(intercept % slope)
 
 
 def _refine_phase(envelope: np.ndarray, period: float, phase: float) -> float:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import librosa
@@ -114,14 +115,15 @@ class Separator(Protocol):
     def separate(self, audio: np.ndarray, sample_rate: int) -> np.ndarray: ...
 
 
-def get_separator(name: str = "dsp") -> Separator:
-    """The separator called ``name``: "dsp" (built in) or "demucs" (not in this build)."""
+def get_separator(name: str = "dsp", weights: Path | str | None = None) -> Separator:
+    """The separator called ``name``: "dsp" (built in) or "demucs" (the optional demucs
+    package, with HTDemucs weights from ``weights``, a folder; see analysis.demucs_separator)."""
     if name == "dsp":
         return DSPSeparator()
     if name == "demucs":
-        raise RuntimeError(
-            "the Demucs separator is not available in this build: it is planned, and needs the "
-            "'demucs' package and its pretrained weights; use separator 'dsp' instead")
+        from .demucs_separator import DemucsSeparator, default_weights_dir, load_demucs
+
+        return DemucsSeparator(load_demucs(weights or default_weights_dir()))
     raise ValueError(f"unknown separator {name!r}; choose one of {', '.join(SEPARATORS)}")
 
 
