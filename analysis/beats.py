@@ -85,19 +85,23 @@ def estimate_beat_grid(audio: np.ndarray, sample_rate: int,
     # Where the beats are: strong onsets overall and the kick (below 150 Hz), which tells the
     # beat from the hats between beats.
     beat_cue = envelope / (envelope.mean() + 1e-9) + kick / (kick.mean() + 1e-9)
-    # The tracker may lock onto a subdivision or a dotted rhythm (2:1, 3:2): each candidate
-    # tempo is folded into the range, its period and phase are fitted to the beat cue, and the
-    # grid whose every point lands on a strong beat wins (a 3:2 grid puts a third or half of
-    # its points between beats). The fit matters: beats tracked at 3:2 give the period only to
-    # ~0.3 %, half a beat of drift over a track.
+    # The tracker may lock onto a subdivision or a dotted rhythm (2:1, 3:2), and its beats give
+    # the period only to a percent or two. For each candidate ratio the period and phase are
+    # searched on the beat cue (coarse, then fine), then folded into the range by exact
+    # halving or doubling; the grid whose every point lands on a strong beat wins (a 3:2 grid
+    # puts a third or half of its points between beats).
     best = None
     for ratio in (1.0, 1.5, 2.0 / 3.0):
-        rough = _fold(60.0 / spacing * ratio, lo, hi)
-        for period in rough * (1.0 + np.linspace(-0.006, 0.006, 25)):
-            phases = np.linspace(0.0, period, 48, endpoint=False)
-            strength = [_grid_strength(beat_cue, period, c) for c in phases]
-            if best is None or max(strength) > best[0]:
-                best = (max(strength), period, phases[int(np.argmax(strength))])
+        _, period, phase = _search_grid(beat_cue, spacing / ratio, 0.03, 31, 24)
+        _, period, phase = _search_grid(beat_cue, period, 0.002, 21, 48)
+        folded = _fold(60.0 / period, lo, hi)
+        # Doubling the period leaves two phases that are beats of the finer grid: keep the
+        # stronger one.
+        phase = max((phase + j * period for j in range(max(1, round(folded / period)))),
+                    key=lambda c: _grid_strength(beat_cue, folded, c))
+        strength = _grid_strength(beat_cue, folded, phase)
+        if best is None or strength > best[0]:
+            best = (strength, folded, phase % folded)
     _, period, phase = best
     period, phase = _refit(envelope, period, phase)
     phase = _refine_phase(envelope, period, phase)
@@ -149,6 +153,19 @@ def _grid_strength(envelope: np.ndarray, period: float, phase: float) -> float:
     frame_rate = ANALYSIS_RATE / HOP
     times = phase + period * np.arange(int(envelope.size / frame_rate / period))
     return float(np.interp(times * frame_rate, np.arange(envelope.size), envelope).mean())
+
+
+def _search_grid(cue: np.ndarray, period: float, span: float, n_periods: int,
+                 n_phases: int) -> tuple[float, float, float]:
+    """The (strength, period, phase) with the strongest cue on its grid, for periods within
+    +-span (relative) of ``period``."""
+    best = (-1.0, period, 0.0)
+    for candidate in period * (1.0 + np.linspace(-span, span, n_periods)):
+        for phase in np.linspace(0.0, candidate, n_phases, endpoint=False):
+            strength = _grid_strength(cue, candidate, phase)
+            if strength > best[0]:
+                best = (strength, float(candidate), float(phase))
+    return best
 
 
 def _refit(envelope: np.ndarray, period: float, phase: float) -> tuple[float, float]:
