@@ -1,8 +1,9 @@
 """automix-live command line.
 
 Until the live engine lands, the main job is an offline render through the streaming mixer: two
-built-in generated tracks and a hand-written 16-bar transition between them (crossfade, bass swap
-on the phrase, highpass sweep and a reverb wash out of deck A), written to a WAV file.
+built-in generated 48-bar tracks (intro, drop, break, drop, outro) and a hand-written 16-bar
+transition from deck A's last two phrases into deck B's intro (crossfade, bass swap on the
+phrase, highpass sweep and a reverb wash out of deck A), written to a WAV file.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def demo_transition(bars: int) -> np.ndarray:
     return curves
 
 
-def render_demo(out_path: Path, bars_before: int = 8, bars_transition: int = 16,
-                bars_after: int = 8, bpm: float = 124.0) -> None:
+def render_demo(out_path: Path, bars_before: int = 32, bars_transition: int = 16,
+                bars_after: int = 32, bpm: float = 124.0) -> None:
     config = MixerConfig()
     sr = config.sample_rate
     deck_a = render_track(seed=1, bpm=bpm, tonic=9, mode="minor",

@@ -1,9 +1,9 @@
 """The DJ beat grid: one constant tempo, anchored on the first downbeat, with bars and phrases.
 
 DJ software treats a track's tempo as constant where the music is, so the grid is a line
-t(k) = first_downbeat + k * 60 / bpm fitted to the beats that librosa tracks, not the tracked beats
-themselves: a line does not wobble, stretches exactly with the tempo, and extrapolates into
-intros and breaks where the tracker has little to go on.
+t(k) = first_downbeat + k * 60 / bpm, started from the beats librosa tracks and fitted to the
+onsets, not the tracked beats themselves: a line does not wobble, stretches exactly with the
+tempo, and extrapolates into intros and breaks where the tracker has little to go on.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def estimate_beat_grid(audio: np.ndarray, sample_rate: int,
     downbeat = _downbeat_offset(y, snare, period, phase, duration)
     first = phase + downbeat * period
     first -= np.floor(first / (BEATS_PER_BAR * period)) * BEATS_PER_BAR * period
-    return BeatGrid(bpm=60.0 / period, first_downbeat=float(first), duration=duration)
+    return BeatGrid(bpm=float(60.0 / period), first_downbeat=float(first), duration=duration)
 
 
 def _fold(bpm: float, lo: float, hi: float) -> float:

@@ -25,9 +25,9 @@ def test_main_renders_the_demo_transition(tmp_path, capsys):
     assert main.main(["--render", str(out)]) == 0
     mix, sr = sf.read(out)
     assert sr == 44100 and mix.shape[1] == 2
-    assert mix.shape[0] / sr > 55  # 8 + 16 + 8 bars at 124 BPM
+    assert mix.shape[0] / sr > 150  # 32 + 16 + 32 bars at 124 BPM
     assert np.max(np.abs(mix)) < 1.0  # no clipping
-    # The music never drops out: every second of the mix has signal.
+    # The music never drops out: every second of the mix has signal (the break is the quietest).
     per_second = np.sqrt(np.mean(mix[: len(mix) // sr * sr].reshape(-1, sr, 2) ** 2, axis=(1, 2)))
-    assert np.min(per_second) > 0.01
+    assert np.min(per_second) > 0.003
     assert "wrote" in capsys.readouterr().out
