@@ -22,7 +22,7 @@ from .beats import DEFAULT_BPM_RANGE, BeatGrid, estimate_beat_grid
 from .cache import AnalysisCache, content_hash
 from .features import TrackFeatures, segment, track_features
 from .key import KEY_NAMES, camelot, estimate_key
-from .separation import get_separator
+from .separation import Separator, get_separator
 
 # Bump when any analysis step changes its results: old cache entries are then recomputed.
 ANALYSIS_VERSION = 1
@@ -59,17 +59,19 @@ class TrackAnalysis:
         return self.stems.shape[-1] / self.sample_rate
 
 
-def analyze(path: Path | str, sample_rate: int = 44100, separator: str = "dsp",
+def analyze(path: Path | str, sample_rate: int = 44100, separator: str | Separator = "dsp",
             cache: AnalysisCache | None = None,
             bpm_range: tuple[float, float] = DEFAULT_BPM_RANGE) -> TrackAnalysis:
     """Analyse an audio file or a folder of drums/bass/vocals/other stems.
 
+    ``separator`` is a name for ``get_separator`` ("dsp", "demucs") or a separator object.
     Raises ``analysis.audio.AudioLoadError`` for files that cannot be read and ``AnalysisError``
     for music the analysis cannot make sense of; in both cases nothing is cached.
     """
     path = Path(path)
+    separator_name = separator if isinstance(separator, str) else separator.name
     cache = cache if cache is not None else AnalysisCache(version=ANALYSIS_VERSION)
-    settings = json.dumps({"rate": sample_rate, "separator": separator,
+    settings = json.dumps({"rate": sample_rate, "separator": separator_name,
                            "bpm_range": list(bpm_range)})
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.stem.lower() in STEMS)
@@ -85,7 +87,9 @@ def analyze(path: Path | str, sample_rate: int = 44100, separator: str = "dsp",
     if path.is_dir():
         stems = load_stem_folder(path, sample_rate)
     else:
-        stems = get_separator(separator).separate(load_audio(path, sample_rate), sample_rate)
+        if isinstance(separator, str):
+            separator = get_separator(separator)
+        stems = separator.separate(load_audio(path, sample_rate), sample_rate)
     result = analyze_stems(stems, sample_rate, source=str(path), bpm_range=bpm_range)
     cache.save_audio(digest, result.stems.reshape(-1, result.stems.shape[-1]), sample_rate)
     cache.save(digest, _to_arrays(result))

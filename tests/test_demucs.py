@@ -71,3 +71,21 @@ def test_broken_or_unsuitable_weights_are_clear_errors(weights, tmp_path):
     save_demucs(HTDemucs(**two), two, tmp_path, name="two")
     with pytest.raises(RuntimeError, match=r"no \['other', 'vocals'\] source"):
         DemucsSeparator(load_demucs(tmp_path, name="two"))
+
+
+def test_analyze_uses_a_given_separator_and_keys_the_cache_by_it(weights, tmp_path):
+    import soundfile as sf
+
+    from analysis.cache import AnalysisCache
+    from analysis.synth import render_track
+    from analysis.track import analyze
+
+    track = render_track(seed=3, bpm=128.0, bars=6)
+    path = tmp_path / "t.wav"
+    sf.write(path, track.mix.T, SR, subtype="FLOAT")
+    cache = AnalysisCache(tmp_path / "cache")
+    demucs = analyze(path, SR, separator=get_separator("demucs", weights=weights), cache=cache)
+    dsp = analyze(path, SR, separator="dsp", cache=cache)
+    assert len(list(cache.root.glob("*.npz"))) == 2  # one entry per separator
+    assert not np.allclose(demucs.stems, dsp.stems)
+    np.testing.assert_allclose(demucs.stems.sum(axis=0), dsp.stems.sum(axis=0), atol=1e-5)
