@@ -1,0 +1,71 @@
+"""Model, diffusion and training settings (the seed's defaults), as pydantic models."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from effects.params import N_PARAMS
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    audio_embed_dim: int = Field(256, ge=8)  # MelEncoder width
+    condition_dim: int = Field(512, ge=8)  # width of the conditioning sequence
+    hidden_dim: int = Field(256, ge=8)  # denoiser width
+    n_layers: int = Field(6, ge=1)
+    n_heads: int = Field(8, ge=1)
+    n_frames: int = Field(128, ge=4)  # curve frames of a transition (beat time)
+    n_params: int = Field(N_PARAMS, frozen=True)
+    n_mels: int = 128
+    mel_layers: int = Field(6, ge=1)  # residual conv blocks of the MelEncoder
+    metadata_dim: int = Field(128, ge=8)
+    ff_mult: int = Field(4, ge=1)
+
+
+class DiffusionConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_steps: int = Field(1000, ge=2)  # training diffusion steps
+    n_inference_steps: int = Field(50, ge=1)  # DDIM steps
+    guidance_scale: float = Field(2.0, ge=0.0)
+    # Share of training examples whose conditioning is replaced by the learned null sequence,
+    # which is what classifier-free guidance steers away from.
+    condition_dropout: float = Field(0.1, ge=0.0, le=1.0)
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    steps: int = Field(20000, ge=1)
+    warmup_steps: int = Field(500, ge=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    checkpoint_every: int = Field(1000, ge=1)
+    seed: int = 0
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: ModelConfig = ModelConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    train: TrainConfig = TrainConfig()
+
+
+_NAMED = {
+    "base": ModelConfig(),
+    # For CPU-only use: a quarter of the width, about a fifth of the parameters.
+    "small": ModelConfig(audio_embed_dim=128, condition_dim=256, hidden_dim=128, n_layers=4,
+                         n_heads=4, mel_layers=4, metadata_dim=64),
+}
+
+
+def get_config(name: str = "base") -> Config:
+    """The named configuration: "base" (the seed's, ~12M parameters) or "small"."""
+    try:
+        return Config(model=_NAMED[name])
+    except KeyError:
+        raise ValueError(f"unknown config {name!r}; choose one of {sorted(_NAMED)}") from None

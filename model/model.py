@@ -1,0 +1,172 @@
+"""The transition model: a DiT denoiser over 52 parameter curves, conditioned on both tracks.
+
+Noisy curves [B, F, 52] -> input projection + positions; timestep embedding; blocks of
+self-attention, cross-attention to the conditioning sequence and a feed-forward layer, with
+DiT's adaLN-Zero time modulation; output projection predicting the noise. Training is DDPM
+(epsilon prediction, MSE) with condition dropout; sampling is DDIM with classifier-free guidance.
+Curves are modelled in [-1, 1] (2 * params - 1) and returned in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .conditioning import ConditioningEncoder, TrackFeatures, _sinusoid
+from .config import Config
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of (float) diffusion timesteps [B] -> [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+class DiTBlock(nn.Module):
+    """Self-attention and feed-forward under adaLN-Zero, cross-attention to the conditioning."""
+
+    def __init__(self, dim: int, heads: int, cond_dim: int, ff_mult: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm_cross = nn.LayerNorm(dim)
+        self.cross = nn.MultiheadAttention(dim, heads, kdim=cond_dim, vdim=cond_dim,
+                                           batch_first=True)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(approximate="tanh"),
+                                nn.Linear(ff_mult * dim, dim))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.ada[1].weight)  # adaLN-Zero: every block starts as the identity
+        nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(t).chunk(6, dim=-1)
+        h = modulate(self.norm1(x), shift1, scale1)
+        x = x + gate1[:, None] * self.attn(h, h, h, need_weights=False)[0]
+        x = x + self.cross(self.norm_cross(x), cond, cond, need_weights=False)[0]
+        h = modulate(self.norm2(x), shift2, scale2)
+        return x + gate2[:, None] * self.ff(h)
+
+
+class Denoiser(nn.Module):
+    """Predicts the noise in noisy curves [B, F, P] at timesteps t [B], given cond [B, L, C]."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        m = config.model
+        d = m.hidden_dim
+        self.input = nn.Linear(m.n_params, d)
+        self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList(DiTBlock(d, m.n_heads, m.condition_dim, m.ff_mult)
+                                    for _ in range(m.n_layers))
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        self.output = nn.Linear(d, m.n_params)
+        for layer in (self.final_ada[1], self.output):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.input(x) + _sinusoid(x.shape[1], self.input.out_features, x.device)
+        temb = self.time(timestep_embedding(t, self.input.out_features))
+        for block in self.blocks:
+            h = block(h, temb, cond)
+        shift, scale = self.final_ada(temb).chunk(2, dim=-1)
+        return self.output(modulate(self.final_norm(h), shift, scale))
+
+
+class TransitionDiffusion(nn.Module):
+    """The whole model: conditioning encoder, denoiser, DDPM training loss, DDIM + CFG."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ConditioningEncoder(config.model)
+        self.denoiser = Denoiser(config)
+        # The "no conditioning" sequence for classifier-free guidance: one learned token.
+        self.null_condition = nn.Parameter(torch.zeros(1, 1, config.model.condition_dim))
+        steps = config.diffusion.n_steps
+        # Cosine schedule (Nichol & Dhariwal 2021): better than linear for few, smooth dims.
+        s = 0.008
+        f = torch.cos((torch.arange(steps + 1, dtype=torch.float64) / steps + s) / (1 + s)
+                      * math.pi / 2) ** 2
+        alpha_bar = (f[1:] / f[0]).clamp(1e-5, 1.0)
+        self.register_buffer("alpha_bar", alpha_bar.float(), persistent=False)
+
+    def condition(self, track_a: TrackFeatures, track_b: TrackFeatures) -> torch.Tensor:
+        """The conditioning sequence [B, L, condition_dim] (computed once per sampling run)."""
+        return self.encoder(track_a, track_b).transpose(1, 2)
+
+    def loss(self, params: torch.Tensor, track_a: TrackFeatures,
+             track_b: TrackFeatures) -> torch.Tensor:
+        """DDPM training loss: MSE between the noise and its prediction, for curves [B, F, 52]."""
+        if not bool(torch.isfinite(params).all()):
+            raise ValueError("target curves hold NaN or infinite values")
+        x0 = params.clamp(0.0, 1.0) * 2.0 - 1.0
+        batch = x0.shape[0]
+        t = torch.randint(0, self.config.diffusion.n_steps, (batch,), device=x0.device)
+        noise = torch.randn_like(x0)
+        a = self.alpha_bar[t][:, None, None]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        cond = self.condition(track_a, track_b)
+        drop = torch.rand(batch, device=x0.device) < self.config.diffusion.condition_dropout
+        cond = torch.where(drop[:, None, None], self.null_condition.expand_as(cond), cond)
+        return torch.mean((self.denoiser(xt, t, cond) - noise) ** 2)
+
+    @torch.no_grad()
+    def generate(self, track_a: TrackFeatures, track_b: TrackFeatures,
+                 n_frames: int | None = None, steps: int | None = None,
+                 guidance_scale: float | None = None, seed: int | None = None,
+                 n_samples: int = 1) -> torch.Tensor:
+        """Sample transitions: [batch * n_samples, n_frames, 52] in [0, 1].
+
+        Each pair in the batch gets ``n_samples`` different transitions (consecutive rows).
+        """
+        d = self.config.diffusion
+        n_frames = n_frames or self.config.model.n_frames
+        steps = steps or d.n_inference_steps
+        guidance = d.guidance_scale if guidance_scale is None else guidance_scale
+        if n_samples < 1 or n_frames < 1 or not 1 <= steps <= d.n_steps:
+            raise ValueError(f"need n_samples >= 1, n_frames >= 1 and 1 <= steps <= {d.n_steps}")
+        cond = self.condition(track_a, track_b).repeat_interleave(n_samples, dim=0)
+        device = cond.device
+        generator = torch.Generator(device="cpu")
+        if seed is not None:
+            generator.manual_seed(seed)
+        else:
+            generator.seed()
+        x = torch.randn(cond.shape[0], n_frames, self.config.model.n_params,
+                        generator=generator).to(device)
+        timesteps = torch.linspace(d.n_steps - 1, 0, steps).round().long().tolist()
+        x = self.ddim(x, timesteps, cond, guidance)
+        return ((x.clamp(-1.0, 1.0) + 1.0) / 2.0).float()
+
+    def ddim(self, x: torch.Tensor, timesteps: list[int], cond: torch.Tensor,
+             guidance: float) -> torch.Tensor:
+        """Deterministic DDIM (eta = 0) from x at timesteps[0] down through ``timesteps``."""
+        null = self.null_condition.expand_as(cond)
+        for i, t in enumerate(timesteps):
+            tt = torch.full((x.shape[0],), t, device=x.device)
+            if guidance == 1.0:
+                eps = self.denoiser(x, tt, cond)
+            else:
+                # Conditional and unconditional in one batch.
+                both = self.denoiser(torch.cat([x, x]), torch.cat([tt, tt]),
+                                     torch.cat([cond, null]))
+                eps_cond, eps_null = both.chunk(2)
+                eps = eps_null + guidance * (eps_cond - eps_null)
+            a = self.alpha_bar[t]
+            last = i + 1 == len(timesteps)
+            a_prev = x.new_tensor(1.0) if last else self.alpha_bar[timesteps[i + 1]]
+            x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1.0, 1.0)
+            eps = (x - a.sqrt() * x0) / (1 - a).sqrt().clamp_min(1e-8)
+            x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+        return x
