@@ -1,0 +1,91 @@
+"""Sampling speed of the transition model (untrained weights: speed does not depend on them).
+
+    .venv/bin/python bench/sampling.py [--repeats 3]
+
+For the base and small configs, with 1 and 2 torch threads on this CPU (and on CUDA when there
+is one): the conditioning encoder for a pair (32 bars of each track), one guided denoiser step,
+and whole DDIM generations with classifier-free guidance in 50, 25 and 10 steps. Medians over
+the repeats. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model import TrackFeatures, create_model, get_config  # noqa: E402
+
+FRAMES = 32 * 16  # 32 bars of features at four frames per beat
+
+
+def features(device: str) -> TrackFeatures:
+    return TrackFeatures(
+        stem_mels=torch.rand(1, 4, 128, FRAMES), structure=F.one_hot(
+            torch.randint(0, 6, (1, FRAMES)), 6).float(),
+        beats=torch.zeros(1, FRAMES), downbeats=torch.zeros(1, FRAMES),
+        bpm=torch.full((1, 1), 126.0), key=F.one_hot(torch.tensor([3]), 24).float(),
+        energy=torch.rand(1, FRAMES)).to(device)
+
+
+def median_time(fn, repeats: int, device: str) -> float:
+    times = []
+    for _ in range(repeats + 1):  # the first run warms up and is not counted
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    runs = [("cpu", threads) for threads in (1, 2)]
+    if torch.cuda.is_available():
+        runs.append(("cuda", torch.get_num_threads()))
+    results: dict[str, float] = {}
+    for name in ("base", "small"):
+        model = create_model(get_config(name)).eval()
+        results[f"{name}_params"] = sum(p.numel() for p in model.parameters())
+        for device, threads in runs:
+            torch.set_num_threads(threads)
+            model.to(device)
+            a, b = features(device), features(device)
+            with torch.no_grad():
+                cond = model.condition(a, b)
+                x = torch.randn(2, 128, 52, device=device)
+                t = torch.full((2,), 500, device=device)
+                both = torch.cat([cond, model.null_condition.expand_as(cond)])
+                encoder = median_time(lambda: model.condition(a, b), args.repeats, device)
+                step = median_time(lambda: model.denoiser(x, t, both), args.repeats, device)
+                full = {steps: median_time(lambda s=steps: model.generate(a, b, steps=s, seed=0),
+                                           args.repeats, device) for steps in (50, 25, 10)}
+            tag = f"{device}{threads}" if device == "cpu" else device
+            print(f"{name:5} {tag:5} encoder {encoder * 1e3:7.1f} ms  guided step "
+                  f"{step * 1e3:6.1f} ms  CFG 50/25/10 steps {full[50]:.2f} / {full[25]:.2f} / "
+                  f"{full[10]:.2f} s", flush=True)
+            for steps, seconds in full.items():
+                results[f"{name}_cfg{steps}_s_{tag}"] = round(seconds, 4)
+            results[f"{name}_encoder_ms_{tag}"] = round(encoder * 1e3, 2)
+            results[f"{name}_step_ms_{tag}"] = round(step * 1e3, 2)
+        model.to("cpu")
+    for name in ("base", "small"):
+        results[f"{name}_cfg50_s"] = min(results[f"{name}_cfg50_s_cpu{n}"] for n in (1, 2))
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
