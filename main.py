@@ -1,9 +1,10 @@
 """automix-live command line.
 
 Until the live engine lands, the main job is an offline render through the streaming mixer: two
-built-in generated 48-bar tracks (intro, drop, break, drop, outro) and a hand-written 16-bar
-transition from deck A's last two phrases into deck B's intro (crossfade, bass swap on the
-phrase, highpass sweep and a reverb wash out of deck A), written to a WAV file.
+built-in generated 48-bar tracks (intro, drop, break, drop, outro) and a 16-bar "blend"
+transition from the rule-based policy (model.policy: EQ blend, bass swap on the phrase boundary,
+outgoing vocals out before the incoming ones) from deck A's last two phrases into deck B's
+intro, written to a WAV file.
 """
 
 from __future__ import annotations
@@ -16,41 +17,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from analysis.key import key_index
 from analysis.synth import render_track
-from effects import MixerConfig, StreamingMixer, neutral_frame
-from effects import params as P
+from effects import MixerConfig, StreamingMixer
+from model.policy import plan_transition
 
 BLOCK = 256
-FRAMES_PER_BEAT = 4
-
-
-def demo_transition(bars: int) -> np.ndarray:
-    """A DJ-style transition as curves [4 * bars * FRAMES_PER_BEAT, 52] in beat time.
-
-    A stand-in for the model's transitions: the keypoints say, per parameter, which value it
-    reaches at which beat of the transition; values in between are straight lines.
-    """
-    beats = 4 * bars
-    grid = np.arange(beats * FRAMES_PER_BEAT) / FRAMES_PER_BEAT
-    curves = np.tile(neutral_frame(), (grid.size, 1))
-    half = beats // 2
-    keypoints = {
-        "crossfader": [(0, 0.0), (beats * 0.25, 0.0), (beats * 0.75, 1.0)],
-        # Bass swap on the middle phrase boundary, one beat long.
-        "a_bass_gain": [(half - 1, 1.0), (half, 0.0)],
-        "b_bass_gain": [(0, 0.0), (half - 1, 0.0), (half, 1.0)],
-        # Incoming deck's lows kept down until the swap.
-        "b_drums_low_eq": [(0, 0.2), (half - 1, 0.2), (half, 0.5)],
-        # Outgoing deck filtered away over the last phrase.
-        **{f"a_{stem}_highpass": [(half, 0.0), (beats, 0.7)] for stem in ("drums", "other")},
-        "a_vocals_gain": [(0, 1.0), (half - 4, 1.0), (half, 0.0)],
-        "reverb_wet": [(0, 0.0), (beats - 12, 0.0), (beats - 6, 0.35), (beats - 1, 0.0)],
-        "reverb_decay": [(0, 0.6)],
-    }
-    for name, points in keypoints.items():
-        at, value = zip(*points)
-        curves[:, P.PARAM_INDEX[name]] = np.interp(grid, at, value)
-    return curves
 
 
 def render_demo(out_path: Path, bars_before: int = 32, bars_transition: int = 16,
@@ -69,7 +41,12 @@ def render_demo(out_path: Path, bars_before: int = 32, bars_transition: int = 16
     b = np.zeros_like(a)
     a[..., : deck_a.stems.shape[-1]] = deck_a.stems
     b[..., start:] = deck_b.stems
-    curves = demo_transition(bars_transition)
+    # The rule-based policy stands in for the model until trained weights ship.
+    plan = plan_transition(key_index(deck_a.tonic, deck_a.mode),
+                           key_index(deck_b.tonic, deck_b.mode), np.random.default_rng(7),
+                           style="blend", bars=bars_transition)
+    curves = plan.curves
+    frames_per_beat = len(curves) / (4 * bars_transition)
 
     mixer = StreamingMixer(config, max_block=BLOCK)
     mix = np.zeros((2, length), dtype=np.float32)
@@ -80,14 +57,15 @@ def render_demo(out_path: Path, bars_before: int = 32, bars_transition: int = 16
         if beat < 0:
             frame = curves[0]
         else:
-            frame = curves[min(int(beat * FRAMES_PER_BEAT), len(curves) - 1)]
+            frame = curves[min(int(beat * frames_per_beat), len(curves) - 1)]
         mix[:, s:e] = mixer.process(a[..., s:e], b[..., s:e], frame)
     elapsed = time.perf_counter() - t0
     out_path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(out_path, mix.T, sr, subtype="PCM_16")
     peak = float(np.max(np.abs(mix)))
     print(f"deck A: {deck_a.key_name}, {bpm:g} BPM; deck B: {deck_b.key_name}, {bpm:g} BPM")
-    print(f"transition: {bars_transition} bars from bar {bars_before + 1}; "
+    print(f"transition: {plan.style}, {bars_transition} bars from bar {bars_before + 1}, "
+          f"bass swap on bar {bars_before + plan.swap_bar + 1}; "
           f"{length / sr:.1f} s rendered in {elapsed:.2f} s "
           f"({length / sr / elapsed:.0f}x real time), peak {20 * np.log10(peak):.1f} dBFS")
     print(f"wrote {out_path}")
