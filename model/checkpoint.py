@@ -1,0 +1,64 @@
+"""Model checkpoints as safetensors: tensors plus the config as JSON metadata, never pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import Config
+from .model import TransitionDiffusion
+
+# Where load_model() looks by default: the checkpoint the repository ships once trained.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "transition.safetensors"
+
+
+def save_model(model: TransitionDiffusion, path: Path | str, half: bool = False,
+               notes: dict[str, str] | None = None) -> Path:
+    """Write the model's weights (fp16 with ``half``, to keep shipped files small) and config."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: (t.half() if half and t.is_floating_point() else t).contiguous().cpu()
+               for name, t in model.state_dict().items()}
+    metadata = {"config": model.config.model_dump_json(), **(notes or {})}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_model(path: Path | str | None = None, device: str | torch.device = "cpu"
+               ) -> TransitionDiffusion:
+    """A model from a checkpoint written by ``save_model``; errors name the file and problem."""
+    path = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint"
+                                + (" (no trained model ships yet)" if path == DEFAULT_CHECKPOINT
+                                   else ""))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            config = Config.model_validate_json((f.metadata() or {})["config"])
+            state = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a safetensors checkpoint ({err})") from None
+    except (KeyError, ValidationError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: checkpoint without a usable config ({err})") from None
+    model = TransitionDiffusion(config)
+    state = {name: t.float() if t.is_floating_point() else t for name, t in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise ValueError(f"{path}: weights do not fit the model ({first})") from None
+    return model.to(device).eval()

@@ -1,0 +1,42 @@
+"""Checkpoints round-trip through safetensors and bad files are named clearly."""
+
+import pytest
+import torch
+
+from model import create_model, get_config
+from model.checkpoint import DEFAULT_CHECKPOINT, load_model, save_model
+
+
+def test_a_checkpoint_round_trips_exactly_and_in_half_precision(tmp_path):
+    torch.manual_seed(0)
+    model = create_model(get_config("small"))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    path = save_model(model, tmp_path / "m.safetensors", notes={"steps": "0"})
+    loaded = load_model(path)
+    assert loaded.config == model.config
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    half = load_model(save_model(model, tmp_path / "h.safetensors", half=True))
+    for a, b in zip(model.parameters(), half.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+    assert (tmp_path / "h.safetensors").stat().st_size < 0.6 * path.stat().st_size
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_model(tmp_path / "missing.safetensors")
+    if not DEFAULT_CHECKPOINT.exists():
+        with pytest.raises(FileNotFoundError, match="no trained model ships yet"):
+            load_model()
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    with pytest.raises(ValueError, match="junk.safetensors: not a safetensors checkpoint"):
+        load_model(junk)
+    # Weights of the small model under the base model's config do not fit.
+    path = save_model(create_model(get_config("small")), tmp_path / "s.safetensors")
+    from safetensors.torch import load_file, save_file
+    save_file(load_file(path), tmp_path / "wrong.safetensors",
+              metadata={"config": get_config("base").model_dump_json()})
+    with pytest.raises(ValueError, match="wrong.safetensors: weights do not fit"):
+        load_model(tmp_path / "wrong.safetensors")
