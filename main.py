@@ -17,8 +17,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from analysis.audio import AudioLoadError
 from analysis.key import key_index
+from analysis.separation import SEPARATORS, get_separator
 from analysis.synth import render_track
+from analysis.track import AnalysisError, analyze
 from effects import MixerConfig, StreamingMixer
 from model.policy import plan_transition
 
@@ -71,11 +74,35 @@ def render_demo(out_path: Path, bars_before: int = 32, bars_transition: int = 16
     print(f"wrote {out_path}")
 
 
+def analyze_command(path: Path, separator: str, weights: Path | None) -> int:
+    """Print what the analysis finds in a track; one clear line and exit code 1 if it cannot."""
+    try:
+        sep = get_separator(separator, weights=weights)
+        track = analyze(path, separator=sep)
+    except (AudioLoadError, AnalysisError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{path}: {track.duration:.1f} s, {track.bpm:.2f} BPM, {track.key_name} "
+          f"({track.camelot}), first downbeat {track.grid.first_downbeat:.3f} s")
+    for label, start, end in track.sections:
+        print(f"  {label:<7} {start:7.2f} - {end:7.2f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--render", type=Path, default=Path("out/demo_mix.wav"),
                         help="where to write the demo mix (default: %(default)s)")
+    parser.add_argument("--analyze", type=Path, metavar="TRACK",
+                        help="analyse an audio file (or a folder of stems), print tempo, key "
+                             "and sections, and exit")
+    parser.add_argument("--separator", choices=SEPARATORS, default="dsp",
+                        help="stem separator for --analyze (default: %(default)s)")
+    parser.add_argument("--demucs-weights", type=Path, metavar="DIR",
+                        help="folder with htdemucs.json and htdemucs.safetensors")
     args = parser.parse_args(argv)
+    if args.analyze is not None:
+        return analyze_command(args.analyze, args.separator, args.demucs_weights)
     render_demo(args.render)
     return 0
 

@@ -31,3 +31,18 @@ def test_main_renders_the_demo_transition(tmp_path, capsys):
     per_second = np.sqrt(np.mean(mix[: len(mix) // sr * sr].reshape(-1, sr, 2) ** 2, axis=(1, 2)))
     assert np.min(per_second) > 0.003
     assert "wrote" in capsys.readouterr().out
+
+
+def test_main_analyzes_a_file_and_reports_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    track = render_track(seed=9, bpm=132.0, tonic=7, mode="major", bars=8)
+    path = tmp_path / "track.wav"
+    sf.write(path, track.mix.T, 44100)
+    assert main.main(["--analyze", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "132.0" in out and "G major (9B)" in out and "drop" in out
+    assert main.main(["--analyze", str(tmp_path / "missing.wav")]) == 1
+    assert "missing.wav: no such file" in capsys.readouterr().err
+    assert main.main(["--analyze", str(path), "--separator", "demucs",
+                      "--demucs-weights", str(tmp_path / "none")]) == 1
+    assert "htdemucs.json: no such file" in capsys.readouterr().err
