@@ -139,7 +139,7 @@ class ConditioningEncoder(nn.Module):
 
     def encode_track(self, f: TrackFeatures, deck: int) -> torch.Tensor:
         x = (self.mel(f.stem_mels) + self.metadata(f)).transpose(1, 2)  # [B, beats, d]
-        position = _sinusoid(x.shape[1], x.shape[2], x.device).to(x.dtype)
+        position = sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype)
         return x + position + self.deck_embedding[deck]
 
     def forward(self, track_a: TrackFeatures, track_b: TrackFeatures) -> torch.Tensor:
@@ -154,7 +154,7 @@ class ConditioningEncoder(nn.Module):
         return self.out(torch.cat([a, b], dim=1)).transpose(1, 2)
 
 
-def _sinusoid(length: int, dim: int, device: torch.device) -> torch.Tensor:
+def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
     """Sinusoidal positions [length, dim] (position in beats from the excerpt's start)."""
     position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
     freqs = torch.exp(-np.log(10000.0) * torch.arange(0, dim, 2, device=device) / dim)

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .conditioning import ConditioningEncoder, TrackFeatures, _sinusoid
+from .conditioning import ConditioningEncoder, TrackFeatures, sinusoidal_positions
 from .config import Config
 
 
@@ -75,7 +75,7 @@ class Denoiser(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.input(x) + _sinusoid(x.shape[1], self.input.out_features, x.device)
+        h = self.input(x) + sinusoidal_positions(x.shape[1], self.input.out_features, x.device)
         temb = self.time(timestep_embedding(t, self.input.out_features))
         for block in self.blocks:
             h = block(h, temb, cond)
