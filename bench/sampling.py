@@ -4,8 +4,8 @@
 
 For the base and small configs, with 1 and 2 torch threads on this CPU (and on CUDA when there
 is one): the conditioning encoder for a pair (32 bars of each track), one guided denoiser step,
-and whole DDIM generations with classifier-free guidance in 50, 25 and 10 steps. Medians over
-the repeats. The last line is JSON.
+whole DDIM generations with classifier-free guidance in 50, 25 and 10 steps, and training
+throughput (AdamW steps of batch 32 at 16 bars). Medians over the repeats. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -25,15 +25,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import TrackFeatures, create_model, get_config  # noqa: E402
 
 FRAMES = 32 * 16  # 32 bars of features at four frames per beat
+TRAIN_FRAMES = 16 * 16  # training throughput at 16 bars, the median transition length
+TRAIN_BATCH = 32
 
 
-def features(device: str) -> TrackFeatures:
+def features(device: str, batch: int = 1, frames: int = FRAMES) -> TrackFeatures:
     return TrackFeatures(
-        stem_mels=torch.rand(1, 4, 128, FRAMES), structure=F.one_hot(
-            torch.randint(0, 6, (1, FRAMES)), 6).float(),
-        beats=torch.zeros(1, FRAMES), downbeats=torch.zeros(1, FRAMES),
-        bpm=torch.full((1, 1), 126.0), key=F.one_hot(torch.tensor([3]), 24).float(),
-        energy=torch.rand(1, FRAMES)).to(device)
+        stem_mels=torch.rand(batch, 4, 128, frames), structure=F.one_hot(
+            torch.randint(0, 6, (batch, frames)), 6).float(),
+        beats=torch.zeros(batch, frames), downbeats=torch.zeros(batch, frames),
+        bpm=torch.full((batch, 1), 126.0),
+        key=F.one_hot(torch.full((batch,), 3), 24).float(),
+        energy=torch.rand(batch, frames)).to(device)
+
+
+def training_throughput(model: torch.nn.Module, device: str, repeats: int) -> float:
+    """Examples per second of AdamW training steps (forward, backward, update)."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    a, b = (features(device, TRAIN_BATCH, TRAIN_FRAMES) for _ in range(2))
+    curves = torch.rand(TRAIN_BATCH, 128, 52, device=device)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        model.loss(curves, a, b).backward()
+        optimizer.step()
+
+    seconds = median_time(step, repeats, device)
+    model.eval()
+    return TRAIN_BATCH / seconds
 
 
 def median_time(fn, repeats: int, device: str) -> float:
@@ -77,6 +97,10 @@ def main() -> None:
             print(f"{name:5} {tag:5} encoder {encoder * 1e3:7.1f} ms  guided step "
                   f"{step * 1e3:6.1f} ms  CFG 50/25/10 steps {full[50]:.2f} / {full[25]:.2f} / "
                   f"{full[10]:.2f} s", flush=True)
+            train_rate = training_throughput(model, device, args.repeats)
+            print(f"{name:5} {tag:5} training {train_rate:6.1f} examples/s (batch {TRAIN_BATCH},"
+                  f" 16 bars)", flush=True)
+            results[f"{name}_train_examples_per_s_{tag}"] = round(train_rate, 1)
             for steps, seconds in full.items():
                 results[f"{name}_cfg{steps}_s_{tag}"] = round(seconds, 4)
             results[f"{name}_encoder_ms_{tag}"] = round(encoder * 1e3, 2)

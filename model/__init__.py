@@ -1,12 +1,11 @@
-"""The transition model: conditional diffusion over the 52 parameter curves (the seed's API).
-
-Training, the dataset builder and shipped weights are still to come (issue 4).
-"""
+"""The transition model: conditional diffusion over the 52 parameter curves (the seed's API)."""
 
 from .checkpoint import load_model, save_model
 from .conditioning import ConditioningEncoder, MelEncoder, MetadataEncoder, TrackFeatures
 from .config import Config, DiffusionConfig, ModelConfig, TrainConfig, get_config
+from .device import pick_device
 from .model import Denoiser, TransitionDiffusion
+from .training import train
 
 
 def create_model(config: Config | None = None) -> TransitionDiffusion:
@@ -16,4 +15,4 @@ def create_model(config: Config | None = None) -> TransitionDiffusion:
 
 __all__ = ["Config", "ConditioningEncoder", "Denoiser", "DiffusionConfig", "MelEncoder",
            "MetadataEncoder", "ModelConfig", "TrackFeatures", "TrainConfig", "TransitionDiffusion",
-           "create_model", "get_config", "load_model", "save_model"]
+           "create_model", "get_config", "load_model", "pick_device", "save_model", "train"]

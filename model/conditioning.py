@@ -5,7 +5,8 @@ grid, structure, energy, BPM and key through a ``MetadataEncoder``; the two trac
 each other (A to B and B to A), so that what deck A offers is read against deck B. Time is
 downsampled to one token per beat (the features come at four frames per beat, see
 analysis.features), and the output is the A tokens followed by the B tokens,
-[batch, condition_dim, frames_a / 4 + frames_b / 4].
+[batch, condition_dim, 2 * beats]. Both excerpts cover the transition's span, which is how the
+model knows its length in beats.
 """
 
 from __future__ import annotations
@@ -139,14 +140,18 @@ class ConditioningEncoder(nn.Module):
 
     def encode_track(self, f: TrackFeatures, deck: int) -> torch.Tensor:
         x = (self.mel(f.stem_mels) + self.metadata(f)).transpose(1, 2)  # [B, beats, d]
-        position = sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype)
-        return x + position + self.deck_embedding[deck]
+        beats = torch.arange(x.shape[1], device=x.device, dtype=torch.float32)
+        return x + sinusoidal_positions(beats, x.shape[2]).to(x.dtype) + self.deck_embedding[deck]
 
     def forward(self, track_a: TrackFeatures, track_b: TrackFeatures) -> torch.Tensor:
         track_a.validate("track_a", self.config.n_mels)
         track_b.validate("track_b", self.config.n_mels)
         if track_a.beats.shape[0] != track_b.beats.shape[0]:
             raise ValueError("track_a and track_b hold different batch sizes")
+        if track_a.beats.shape[1] != track_b.beats.shape[1]:
+            # Both decks play through the whole transition: their excerpts span the same beats.
+            raise ValueError(f"track_a and track_b must cover the transition's span alike, got "
+                             f"{track_a.beats.shape[1]} and {track_b.beats.shape[1]} frames")
         a, b = self.encode_track(track_a, 0), self.encode_track(track_b, 1)
         na, nb = self.norm(a), self.norm(b)
         a = a + self.a_from_b(na, nb, nb, need_weights=False)[0]
@@ -154,11 +159,16 @@ class ConditioningEncoder(nn.Module):
         return self.out(torch.cat([a, b], dim=1)).transpose(1, 2)
 
 
-def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
-    """Sinusoidal positions [length, dim] (position in beats from the excerpt's start)."""
-    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+def sinusoidal_positions(beats: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embeddings [len, dim] of positions in beats from the transition's start.
+
+    The conditioning tokens and the curve frames are both placed by their beat, so a curve frame
+    and the conditioning token of the same beat share a position at any transition length.
+    """
+    device = beats.device
+    position = beats.float()[:, None]
     freqs = torch.exp(-np.log(10000.0) * torch.arange(0, dim, 2, device=device) / dim)
-    table = torch.zeros(length, dim, device=device)
+    table = torch.zeros(beats.shape[0], dim, device=device)
     table[:, 0::2] = torch.sin(position * freqs)
     table[:, 1::2] = torch.cos(position * freqs[: dim // 2])
     return table

@@ -57,7 +57,7 @@ class DiTBlock(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """Predicts the noise in noisy curves [B, F, P] at timesteps t [B], given cond [B, L, C]."""
+    """Predicts the noise in curves [B, F, P] at timesteps t [B] given cond [B, 2 * beats, C]."""
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -75,7 +75,10 @@ class Denoiser(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.input(x) + sinusoidal_positions(x.shape[1], self.input.out_features, x.device)
+        # The conditioning holds one token per beat of each deck: frame i sits at beat
+        # i * beats / frames, whatever the transition's length.
+        beats = torch.arange(x.shape[1], device=x.device) * (cond.shape[1] / 2 / x.shape[1])
+        h = self.input(x) + sinusoidal_positions(beats, self.input.out_features)
         temb = self.time(timestep_embedding(t, self.input.out_features))
         for block in self.blocks:
             h = block(h, temb, cond)
@@ -105,9 +108,12 @@ class TransitionDiffusion(nn.Module):
         """The conditioning sequence [B, L, condition_dim] (computed once per sampling run)."""
         return self.encoder(track_a, track_b).transpose(1, 2)
 
-    def loss(self, params: torch.Tensor, track_a: TrackFeatures,
-             track_b: TrackFeatures) -> torch.Tensor:
-        """DDPM training loss: MSE between the noise and its prediction, for curves [B, F, 52]."""
+    def loss(self, params: torch.Tensor, track_a: TrackFeatures, track_b: TrackFeatures,
+             condition_dropout: float | None = None) -> torch.Tensor:
+        """DDPM training loss: MSE between the noise and its prediction, for curves [B, F, 52].
+
+        ``condition_dropout`` overrides the config's share (0 for validation).
+        """
         if not bool(torch.isfinite(params).all()):
             raise ValueError("target curves hold NaN or infinite values")
         x0 = params.clamp(0.0, 1.0) * 2.0 - 1.0
@@ -117,7 +123,9 @@ class TransitionDiffusion(nn.Module):
         a = self.alpha_bar[t][:, None, None]
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = self.condition(track_a, track_b)
-        drop = torch.rand(batch, device=x0.device) < self.config.diffusion.condition_dropout
+        if condition_dropout is None:
+            condition_dropout = self.config.diffusion.condition_dropout
+        drop = torch.rand(batch, device=x0.device) < condition_dropout
         cond = torch.where(drop[:, None, None], self.null_condition.expand_as(cond), cond)
         return torch.mean((self.denoiser(xt, t, cond) - noise) ** 2)
 

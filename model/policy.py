@@ -27,6 +27,7 @@ from analysis.key import compatible
 from effects.params import PARAM_INDEX, STEMS, neutral_frame
 
 STYLES = ("blend", "filter", "echo_out", "cut")
+PHRASE_BARS = 8
 
 
 @dataclass(frozen=True)
@@ -37,24 +38,32 @@ class TransitionPlan:
     curves: np.ndarray  # float32 [n_frames, 52]
 
 
+def choose_style(rng: np.random.Generator) -> str:
+    return str(rng.choice(STYLES, p=(0.4, 0.25, 0.2, 0.15)))
+
+
+def choose_bars(style: str, key_a: int, key_b: int, rng: np.random.Generator) -> int:
+    """A transition length in bars; clashing keys should not overlap long, so blends stay short
+    unless the keys agree."""
+    choices = {"cut": (4, 8), "echo_out": (8, 16)}.get(
+        style, (16, 32) if compatible(key_a, key_b) else (8, 16))
+    return int(rng.choice(choices))
+
+
 def plan_transition(key_a: int, key_b: int, rng: np.random.Generator, n_frames: int = 128,
                     vocals_a: bool = True, vocals_b: bool = True, style: str | None = None,
-                    bars: int | None = None) -> TransitionPlan:
-    """A transition from deck A into deck B; keys are indices into analysis.key.KEY_NAMES."""
-    style = style or str(rng.choice(STYLES, p=(0.4, 0.25, 0.2, 0.15)))
+                    bars: int | None = None, b_phrase_offset: int = 0) -> TransitionPlan:
+    """A transition from deck A into deck B; keys are indices into analysis.key.KEY_NAMES.
+
+    ``b_phrase_offset``: the bar of the transition on which deck B starts a phrase (B's phrases
+    are ``PHRASE_BARS`` long), where the basses swap when the length allows it.
+    """
+    style = style or choose_style(rng)
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose one of {STYLES}")
-    if bars is None:
-        # Clashing keys should not overlap long: keep blends short unless the keys agree.
-        long_ok = compatible(key_a, key_b)
-        choices = {"cut": (4, 8), "echo_out": (8, 16)}.get(
-            style, (16, 32) if long_ok else (8, 16))
-        bars = int(rng.choice(choices))
+    bars = bars or choose_bars(style, key_a, key_b, rng)
     beats = np.arange(n_frames) * (BEATS_PER_BAR * bars / n_frames)  # beat of each frame
-    phrase = 4 if bars <= 16 else 8
-    swap_bar = int(np.clip(round(bars / 2 / phrase) * phrase, phrase, bars - phrase // 2))
-    if style == "cut":
-        swap_bar = int(rng.integers(bars // 2, bars))
+    swap_bar = _swap_bar(bars, style, b_phrase_offset % PHRASE_BARS, rng)
     swap = swap_bar * BEATS_PER_BAR
     curves = np.tile(neutral_frame(), (n_frames, 1))
     jitter = rng.uniform(-0.5, 0.5)  # beats; keeps the non-swap moves from all landing together
@@ -98,3 +107,17 @@ def plan_transition(key_a: int, key_b: int, rng: np.random.Generator, n_frames: 
     # Deck B ends neutral and alone; the last frame is the state the engine hands over.
     curves[-1] = neutral_frame(crossfader=1.0)
     return TransitionPlan(style, bars, swap_bar, np.clip(curves, 0.0, 1.0).astype(np.float32))
+
+
+def _swap_bar(bars: int, style: str, offset: int, rng: np.random.Generator) -> int:
+    """The bar of the bass swap: B's phrase start nearest the middle (a cut: a random one in the
+    second half), else a half-phrase start, else a downbeat; leaving room to blend either side."""
+    margin = max(2, bars // 4)
+    lo, hi = (bars // 2, bars - 1) if style == "cut" else (margin, bars - margin)
+    for step in (PHRASE_BARS, PHRASE_BARS // 2, 1):
+        candidates = [b for b in range(offset % step, bars, step) if lo <= b <= hi]
+        if candidates:
+            if style == "cut":
+                return int(rng.choice(candidates))
+            return min(candidates, key=lambda b: abs(b - bars / 2))
+    return bars // 2

@@ -5,7 +5,8 @@ import pytest
 
 from analysis.key import key_index
 from effects.params import GAINS, PARAM_INDEX, crossfader_gains, neutral_frame
-from model.policy import STYLES, plan_transition
+from model.evaluate import swap_hits
+from model.policy import PHRASE_BARS, STYLES, plan_transition
 
 A_MINOR, C_MAJOR = key_index(9, "minor"), key_index(0, "major")
 F_SHARP_MAJOR = key_index(6, "major")
@@ -64,3 +65,14 @@ def test_compatible_keys_blend_longer_and_seeds_vary_the_result():
     assert not np.array_equal(one.curves, two.curves)
     with pytest.raises(ValueError, match="unknown style"):
         plan_transition(A_MINOR, C_MAJOR, np.random.default_rng(0), style="scratch")
+
+
+def test_the_swap_detector_finds_the_policy_swap_on_deck_b_phrases():
+    rng = np.random.default_rng(5)
+    for offset in range(8):
+        for style in ("blend", "filter", "echo_out"):
+            plan = plan_transition(0, 7, rng, style=style, bars=16, b_phrase_offset=offset)
+            assert (plan.swap_bar - offset) % PHRASE_BARS == 0
+            assert swap_hits(plan.curves, 16, offset) == (True, True)
+            # Told another phrase grid, the same curves miss it.
+            assert swap_hits(plan.curves, 16, offset + 4) == (True, False)

@@ -1,0 +1,304 @@
+"""Transition datasets: both decks' features, the target curves, and how they were made.
+
+A dataset is a directory:
+
+- ``manifest.json``: format version, the builder's settings, one entry per track (name, source,
+  split, BPM, key, bars) and the example count;
+- ``tracks/NNN.npz``: one track's analysis features (the fields of analysis.features.TrackFeatures)
+  plus ``vocal_bars``, which bars carry vocals (for the policy's vocal rule);
+- ``examples.npz``: one row per transition: ``a_track``, ``a_frame``, ``b_track``, ``b_frame``,
+  ``bars``, ``style``, ``swap_bar``, ``b_phrase_offset`` and ``curves`` [N, frames, 52] (float16).
+
+Deck A's excerpt starts at frame ``a_frame`` of its features, deck B's at ``b_frame``, and both span
+the transition's ``bars`` bars (16 frames a bar), which is what the model is conditioned on. No
+pickles anywhere: plain npz arrays and JSON.
+
+    python -m model.data --tracks DIR --out DIR           # audio files (or stem folders) in DIR
+    python -m model.data --generate 48 --tracks DIR --out DIR   # render 48 synthetic tracks first
+
+Until real DJ mixes are available (model.evaluate fits curves from them), the targets come from the
+rule-based policy (model.policy), randomized in style, length, timing and where deck B is cued.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from analysis.audio import AudioLoadError
+from analysis.beats import BEATS_PER_BAR
+from analysis.cache import AnalysisCache
+from analysis.features import FRAMES_PER_BEAT, frame_rms
+from analysis.features import TrackFeatures as AnalysisFeatures
+from analysis.synth import render_track
+from analysis.track import AnalysisError, TrackAnalysis, analyze
+
+from .conditioning import TrackFeatures
+from .policy import PHRASE_BARS, STYLES, choose_bars, choose_style, plan_transition
+
+FORMAT_VERSION = 1
+FRAMES_PER_BAR = FRAMES_PER_BEAT * BEATS_PER_BAR
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
+# Vocals count as present in a bar within this many dB of the track's loudest vocal bar: above the
+# DSP separator's leakage of the other stems into the vocal stem.
+VOCALS_WITHIN_DB = 15.0
+_FEATURE_FIELDS = [f.name for f in fields(AnalysisFeatures)]
+_EXAMPLE_FIELDS = ("a_track", "a_frame", "b_track", "b_frame", "bars", "style", "swap_bar",
+                   "b_phrase_offset")
+
+
+class DatasetError(ValueError):
+    """A dataset directory that is missing, from another version, or inconsistent."""
+
+
+def generate_tracks(out_dir: Path | str, count: int, seed: int = 0, sample_rate: int = 44100,
+                    lengths: tuple[int, ...] = (40, 48, 56, 64)) -> list[Path]:
+    """Render ``count`` synthetic tracks (varied tempo, key, mode and length) as FLAC files."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        bpm = float(rng.uniform(116.0, 136.0))
+        track = render_track(seed=seed * 100_003 + i, bpm=bpm, tonic=int(rng.integers(12)),
+                             mode=str(rng.choice(["major", "minor"])),
+                             bars=int(rng.choice(lengths)), sample_rate=sample_rate)
+        path = out_dir / f"synth_{i:03d}.flac"
+        sf.write(path, track.mix.T, sample_rate, subtype="PCM_24")
+        paths.append(path)
+    return paths
+
+
+def vocal_bars(result: TrackAnalysis) -> np.ndarray:
+    """Whether each bar from the first downbeat carries vocals (bool [bars])."""
+    grid = result.grid
+    bar = BEATS_PER_BAR * grid.beat_period
+    edges = np.arange(grid.first_downbeat, grid.duration + 1e-9, bar)
+    if edges.size < 2:
+        return np.zeros(0, dtype=bool)
+    level = 20 * np.log10(frame_rms(result.stems[2], result.sample_rate, edges) + 1e-9)
+    return level > level.max() - VOCALS_WITHIN_DB
+
+
+def _windows(a: dict, b: dict, bars: int, rng: np.random.Generator) -> tuple[int, int, int] | None:
+    """Where the transition sits: deck A leaves from one of its last phrase starts that leave room
+    for ``bars`` bars, deck B is cued on one of its first eight bars. Returns deck A's start bar,
+    deck B's start bar and B's phrase offset in the transition, or None if a track is too short."""
+    room_a, room_b = a["n_bars"] - bars, b["n_bars"] - bars
+    if room_a < 0 or room_b < 0:
+        return None
+    starts = [s for s in range(PHRASE_BARS, room_a + 1, PHRASE_BARS)] or [room_a]
+    a_bar = int(rng.choice(starts[-2:]))
+    b_bar = int(rng.integers(0, min(PHRASE_BARS, room_b + 1)))
+    return a_bar, b_bar, (-b_bar) % PHRASE_BARS
+
+
+def build_dataset(tracks: list[Path], out_dir: Path | str, partners: int = 8,
+                  transitions_per_pair: int = 2, holdout: float = 0.15, seed: int = 0,
+                  n_frames: int = 128, separator: str = "dsp",
+                  cache: AnalysisCache | None = None,
+                  log: Callable[[str], None] = print) -> Path:
+    """Analyse ``tracks`` and write a dataset of policy transitions between them to ``out_dir``.
+
+    Tracks are split into train and test (``holdout`` share) before pairing, so test pairs are
+    made of tracks the model never saw. Tracks that fail to load or analyse are reported and
+    skipped; the rest go on.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / "tracks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    entries: list[dict] = []
+    for path in tracks:
+        try:
+            result = analyze(path, separator=separator, cache=cache)
+        except (AudioLoadError, AnalysisError) as err:
+            log(f"skipping {path}: {err}")
+            continue
+        f = result.features
+        bar0 = -f.start_beat * FRAMES_PER_BEAT  # frame of the first downbeat
+        n_bars = (f.n_frames - bar0) // FRAMES_PER_BAR
+        voc = vocal_bars(result)[:n_bars]
+        index = len(entries)
+        np.savez(out_dir / "tracks" / f"{index:03d}.npz", vocal_bars=voc,
+                 **{name: np.asarray(getattr(f, name)) for name in _FEATURE_FIELDS})
+        entries.append({"name": Path(path).name, "source": str(path), "bpm": round(result.bpm, 3),
+                        "key": result.key_name, "key_index": result.key_index,
+                        "n_bars": int(n_bars), "bar0": int(bar0), "vocal_bars": voc})
+        log(f"analysed {Path(path).name}: {result.bpm:.1f} BPM, {result.key_name}, {n_bars} bars")
+    if len(entries) < 2:
+        raise DatasetError(f"{out_dir}: need at least two usable tracks, got {len(entries)}")
+    order = rng.permutation(len(entries))
+    n_test = int(round(holdout * len(entries))) if len(entries) >= 4 else 0
+    for rank, i in enumerate(order):
+        entries[i]["split"] = "test" if rank < n_test else "train"
+
+    rows: dict[str, list] = {name: [] for name in (*_EXAMPLE_FIELDS, "curves")}
+    for ia, a in enumerate(entries):
+        others = [ib for ib, b in enumerate(entries) if ib != ia and b["split"] == a["split"]]
+        for ib in rng.permutation(others)[:partners]:
+            b = entries[ib]
+            for _ in range(transitions_per_pair):
+                style = choose_style(rng)
+                bars = choose_bars(style, a["key_index"], b["key_index"], rng)
+                where = _windows(a, b, bars, rng)
+                if where is None:
+                    continue
+                a_bar, b_bar, offset = where
+                plan = plan_transition(
+                    a["key_index"], b["key_index"], rng, n_frames=n_frames,
+                    vocals_a=bool(a["vocal_bars"][a_bar:a_bar + bars].any()),
+                    vocals_b=bool(b["vocal_bars"][b_bar:b_bar + bars].any()),
+                    style=style, bars=bars, b_phrase_offset=offset)
+                for name, value in (("a_track", ia), ("b_track", ib), ("bars", bars),
+                                    ("a_frame", a["bar0"] + a_bar * FRAMES_PER_BAR),
+                                    ("b_frame", b["bar0"] + b_bar * FRAMES_PER_BAR),
+                                    ("style", STYLES.index(style)), ("swap_bar", plan.swap_bar),
+                                    ("b_phrase_offset", offset), ("curves", plan.curves)):
+                    rows[name].append(value)
+    arrays = {name: np.asarray(value, dtype=np.int32) for name, value in rows.items()
+              if name != "curves"}
+    np.savez(out_dir / "examples.npz", curves=np.asarray(rows["curves"], dtype=np.float16),
+             **arrays)
+    manifest = {
+        "format": FORMAT_VERSION, "n_frames": n_frames, "n_examples": len(rows["curves"]),
+        "targets": "model.policy", "styles": list(STYLES), "separator": separator,
+        "settings": {"partners": partners, "transitions_per_pair": transitions_per_pair,
+                     "holdout": holdout, "seed": seed},
+        "tracks": [{k: v for k, v in e.items() if k != "vocal_bars"} for e in entries],
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    log(f"{out_dir}: {len(entries)} tracks ({n_test} held out), {len(rows['curves'])} transitions")
+    return out_dir
+
+
+@dataclass(frozen=True)
+class Batch:
+    curves: torch.Tensor  # [B, frames, 52] in [0, 1]
+    track_a: TrackFeatures
+    track_b: TrackFeatures
+    rows: np.ndarray  # example indices of the dataset
+
+
+class TransitionDataset:
+    """A dataset directory's examples of one split, as batches for training and evaluation."""
+
+    def __init__(self, root: Path | str, split: str = "train") -> None:
+        self.root = Path(root)
+        try:
+            self.manifest = json.loads((self.root / "manifest.json").read_text())
+            if self.manifest.get("format") != FORMAT_VERSION:
+                raise DatasetError(f"{self.root}: dataset format {self.manifest.get('format')}, "
+                                   f"this version reads {FORMAT_VERSION}; rebuild it")
+            with np.load(self.root / "examples.npz", allow_pickle=False) as z:
+                examples = {name: z[name] for name in (*_EXAMPLE_FIELDS, "curves")}
+            tracks = []
+            for i in range(len(self.manifest["tracks"])):
+                with np.load(self.root / "tracks" / f"{i:03d}.npz", allow_pickle=False) as z:
+                    tracks.append({name: torch.from_numpy(z[name].astype(np.float32))
+                                   for name in _FEATURE_FIELDS if name != "start_beat"})
+        except (OSError, KeyError, ValueError) as err:
+            if isinstance(err, DatasetError):
+                raise
+            raise DatasetError(f"{self.root}: not a readable transition dataset ({err}); build "
+                               f"one with python -m model.data") from None
+        splits = np.array([t["split"] for t in self.manifest["tracks"]])
+        keep = splits[examples["a_track"]] == split
+        self.examples = {name: value[keep] for name, value in examples.items()}
+        self.tracks = tracks
+        self.split = split
+
+    def __len__(self) -> int:
+        return int(self.examples["bars"].shape[0])
+
+    @property
+    def track_count(self) -> int:
+        return len({*self.examples["a_track"].tolist(), *self.examples["b_track"].tolist()})
+
+    def _excerpts(self, tracks: np.ndarray, starts: np.ndarray, frames: int) -> TrackFeatures:
+        parts: dict[str, list[torch.Tensor]] = {f.name: [] for f in fields(TrackFeatures)}
+        for track, start in zip(tracks, starts):
+            t = self.tracks[track]
+            for name, value in t.items():
+                if name in ("bpm", "key"):
+                    parts[name].append(value)
+                elif name == "stem_mels":
+                    parts[name].append(value[..., start:start + frames])
+                else:
+                    parts[name].append(value[start:start + frames])
+        return TrackFeatures(**{name: torch.stack(v) for name, v in parts.items()})
+
+    def batch(self, rows: np.ndarray) -> Batch:
+        """The examples ``rows``, which must share one transition length."""
+        bars = np.unique(self.examples["bars"][rows])
+        if bars.size != 1:
+            raise ValueError(f"a batch holds one transition length, got {bars.tolist()} bars")
+        frames = int(bars[0]) * FRAMES_PER_BAR
+        e = self.examples
+        return Batch(torch.from_numpy(e["curves"][rows].astype(np.float32)),
+                     self._excerpts(e["a_track"][rows], e["a_frame"][rows], frames),
+                     self._excerpts(e["b_track"][rows], e["b_frame"][rows], frames), rows)
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        """A random batch: a transition length drawn by its share of the data, then examples."""
+        if len(self) == 0:
+            raise DatasetError(f"{self.root}: no {self.split} examples")
+        lengths, counts = np.unique(self.examples["bars"], return_counts=True)
+        bars = rng.choice(lengths, p=counts / counts.sum())
+        pool = np.flatnonzero(self.examples["bars"] == bars)
+        return self.batch(rng.choice(pool, size=batch_size, replace=pool.size < batch_size))
+
+    def batches(self, batch_size: int) -> list[Batch]:
+        """Every example once, grouped by transition length (for evaluation)."""
+        out = []
+        for bars in np.unique(self.examples["bars"]):
+            pool = np.flatnonzero(self.examples["bars"] == bars)
+            out += [self.batch(pool[i:i + batch_size]) for i in range(0, pool.size, batch_size)]
+        return out
+
+
+def audio_inputs(folder: Path) -> list[Path]:
+    """Audio files and stem folders directly inside ``folder``, sorted."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in AUDIO_SUFFIXES or (p.is_dir() and any(
+                      q.stem.lower() == "drums" for q in p.iterdir())))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build a transition dataset from audio.")
+    parser.add_argument("--tracks", type=Path, required=True,
+                        help="folder of audio files (or drums/bass/vocals/other stem folders)")
+    parser.add_argument("--out", type=Path, required=True, help="dataset folder to write")
+    parser.add_argument("--generate", type=int, default=0, metavar="N",
+                        help="first render N synthetic tracks into --tracks")
+    parser.add_argument("--partners", type=int, default=8, help="decks B per deck A")
+    parser.add_argument("--per-pair", type=int, default=2, help="transitions per pair")
+    parser.add_argument("--holdout", type=float, default=0.15, help="share of test tracks")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--separator", default="dsp")
+    args = parser.parse_args(argv)
+    if args.generate:
+        generate_tracks(args.tracks, args.generate, seed=args.seed)
+    if not args.tracks.is_dir():
+        print(f"error: {args.tracks}: no such folder", file=sys.stderr)
+        return 2
+    inputs = audio_inputs(args.tracks)
+    try:
+        build_dataset(inputs, args.out, partners=args.partners,
+                      transitions_per_pair=args.per_pair, holdout=args.holdout, seed=args.seed,
+                      separator=args.separator)
+    except DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Training: DDPM on a transition dataset, with EMA weights, checkpoints and exact resumption.
+
+    python -m model.training --data DIR --output DIR --steps N [--config small] [--resume FILE]
+    python -m model.training --output DIR --steps N     # no data: builds one from generated tracks
+
+The output folder receives ``resume.pt`` (everything needed to continue: model, EMA, optimizer,
+scheduler, step, random states; read with ``torch.load(weights_only=True)``), ``best.safetensors``
+(the EMA weights with the lowest validation loss so far), ``last.safetensors`` and ``log.jsonl``
+(training and validation losses). ``--export FILE`` writes the best weights in fp16 with the
+command, data and losses recorded in the file's metadata and in a JSON file beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoint import load_model, save_model
+from .config import Config, TrainConfig, get_config
+from .data import DatasetError, TransitionDataset, build_dataset, generate_tracks
+from .device import autocast_dtype, pick_device
+from .model import TransitionDiffusion
+
+VALIDATION_SEED = 1234
+# Validation batches are drawn once, from this many examples at most, and scored with fixed
+# noise, so that successive checkpoints are compared on the same draws.
+VALIDATION_EXAMPLES = 256
+
+
+def generated_dataset(root: Path, tracks: int = 24, seed: int = 0) -> Path:
+    """A dataset built from ``tracks`` generated tracks under ``root`` (reused when present)."""
+    data = root / "data"
+    if not (data / "manifest.json").is_file():
+        paths = generate_tracks(root / "generated_tracks", tracks, seed=seed)
+        build_dataset(paths, data, seed=seed)
+    return data
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point weights (what gets shipped)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        # Warm-up (as in timm/diffusers): early on the average must not remember random weights.
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.shadow[k].lerp_(v.detach(), 1 - decay)
+            else:
+                self.shadow[k].copy_(v)
+
+    def copy_to(self, model: torch.nn.Module) -> None:
+        model.load_state_dict(self.shadow)
+
+
+def lr_lambda(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+@torch.no_grad()
+def validation_loss(model: TransitionDiffusion, batches: list, device: torch.device) -> float:
+    """Mean loss over fixed batches with fixed noise and no condition dropout."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(VALIDATION_SEED)
+        for b in batches:
+            loss = model.loss(b.curves.to(device), b.track_a.to(device), b.track_b.to(device),
+                              condition_dropout=0.0)
+            total += float(loss) * b.curves.shape[0]
+            count += b.curves.shape[0]
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _validation_batches(data: Path, batch_size: int) -> list:
+    try:
+        test = TransitionDataset(data, "test")
+    except DatasetError:
+        return []
+    if len(test) == 0:
+        return []
+    rng = np.random.default_rng(VALIDATION_SEED)
+    keep = np.sort(rng.permutation(len(test))[:VALIDATION_EXAMPLES])
+    test.examples = {k: v[keep] for k, v in test.examples.items()}
+    return test.batches(batch_size)
+
+
+def train(data_path: Path | str | None = None, output_dir: Path | str = "runs/transition",
+          config: Config | None = None, steps: int | None = None,
+          resume: Path | str | None = None, device: str | None = None,
+          progress: bool = True) -> Path:
+    """Train a model; returns the path of the best (EMA) checkpoint.
+
+    Without ``data_path`` a dataset is built from generated tracks inside ``output_dir``.
+    ``resume`` continues a run from its ``resume.pt`` exactly where it stopped (same batches,
+    noise, learning rate and EMA as if it had never stopped); ``steps`` is the run's total.
+    """
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    state = None
+    if resume is not None:
+        state = _read_resume(Path(resume))
+        config = Config.model_validate_json(state["config"])
+    config = config or get_config()
+    if steps is not None:
+        config = config.model_copy(update={"train": config.train.model_copy(
+            update={"steps": steps})})
+    tc: TrainConfig = config.train
+    data = Path(data_path) if data_path is not None else generated_dataset(output, seed=tc.seed)
+    dataset = TransitionDataset(data, "train")
+    validation = _validation_batches(data, tc.batch_size)
+    dev = pick_device(device)
+    amp = autocast_dtype(dev)
+
+    torch.manual_seed(tc.seed)
+    model = TransitionDiffusion(config).to(dev).train()
+    ema = EMA(model, tc.ema_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.learning_rate,
+                                  weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc.warmup_steps, tc.steps))
+    rng = np.random.default_rng(tc.seed)
+    step, best = 0, math.inf
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.shadow = {k: v.to(dev) for k, v in state["ema"].items()}
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, best = int(state["step"]), float(state["best"])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if dev.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+
+    log = (output / "log.jsonl").open("a")
+    bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="training",
+               dynamic_ncols=True)
+    smooth = None
+    started = time.perf_counter()
+    for step in range(step, tc.steps):
+        batch = dataset.sample(rng, tc.batch_size)
+        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+            loss = model.loss(batch.curves.to(dev), batch.track_a.to(dev), batch.track_b.to(dev))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        ema.update(model, step)
+        value = float(loss.detach())
+        smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
+        bar.update(1)
+        bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        done = step + 1
+        if done % tc.checkpoint_every == 0 or done == tc.steps:
+            best = _checkpoint(output, model, ema, optimizer, scheduler, rng, done, best,
+                               validation, dev, config, smooth, log, started)
+    bar.close()
+    log.close()
+    return output / "best.safetensors"
+
+
+def _checkpoint(output: Path, model: TransitionDiffusion, ema: EMA, optimizer, scheduler,
+                rng: np.random.Generator, step: int, best: float, validation: list,
+                device: torch.device, config: Config, train_loss: float, log,
+                started: float) -> float:
+    """Validate the EMA weights, keep the best, and write everything a resume needs."""
+    live = {k: v.clone() for k, v in model.state_dict().items()}
+    ema.copy_to(model)
+    val = validation_loss(model, validation, device) if validation else train_loss
+    save_model(model, output / "last.safetensors")
+    if val < best:
+        best = val
+        save_model(model, output / "best.safetensors",
+                   notes={"step": str(step), "val_loss": f"{val:.5f}"})
+    model.load_state_dict(live)
+    resume = {"model": model.state_dict(), "ema": ema.shadow, "optimizer": optimizer.state_dict(),
+              "scheduler": scheduler.state_dict(), "step": step, "best": best,
+              "numpy_rng": json.dumps(rng.bit_generator.state),
+              "torch_rng": torch.get_rng_state(), "config": config.model_dump_json()}
+    if device.type == "cuda":
+        resume["cuda_rng"] = torch.cuda.get_rng_state()
+    tmp = output / "resume.pt.tmp"
+    torch.save(resume, tmp)
+    tmp.replace(output / "resume.pt")
+    log.write(json.dumps({"step": step, "train_loss": round(train_loss, 5),
+                          "val_loss": round(val, 5), "best_val_loss": round(best, 5),
+                          "lr": scheduler.get_last_lr()[0],
+                          "seconds": round(time.perf_counter() - started, 1)}) + "\n")
+    log.flush()
+    return best
+
+
+def _read_resume(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such resume file")
+    try:
+        # weights_only: a resume file is tensors and plain values; it never runs code.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"{path}: not a training resume file ({err})") from None
+    missing = {"model", "ema", "optimizer", "scheduler", "step", "config"} - set(state)
+    if missing:
+        raise ValueError(f"{path}: resume file without {sorted(missing)}")
+    return state
+
+
+def export(run_dir: Path, target: Path, command: str) -> Path:
+    """The run's best weights in fp16 at ``target``, with how they were made beside them."""
+    model = load_model(run_dir / "best.safetensors")
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    best = min(records, key=lambda r: r["best_val_loss"])
+    notes = {"command": command, "steps": str(records[-1]["step"]),
+             "final_train_loss": str(records[-1]["train_loss"]),
+             "best_val_loss": str(best["best_val_loss"])}
+    save_model(model, target, half=True, notes=notes)
+    target.with_suffix(".json").write_text(json.dumps(
+        {**notes, "config": json.loads(model.config.model_dump_json()), "log": records},
+        indent=1))
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train the transition model.")
+    parser.add_argument("--data", type=Path, help="dataset folder (python -m model.data); "
+                        "without it one is built from generated tracks")
+    parser.add_argument("--output", type=Path, default=Path("runs/transition"))
+    parser.add_argument("--config", default="base", help="named model config: base or small")
+    parser.add_argument("--steps", type=int, help="total training steps of the run")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
+    parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--resume", type=Path, help="resume.pt of a run to continue")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--export", type=Path, help="write the best weights here, fp16")
+    args = parser.parse_args(argv)
+    try:
+        config = get_config(args.config)
+        updates = {k: v for k, v in (("batch_size", args.batch_size), ("learning_rate", args.lr),
+                                     ("warmup_steps", args.warmup),
+                                     ("checkpoint_every", args.checkpoint_every),
+                                     ("seed", args.seed)) if v is not None}
+        config = config.model_copy(update={"train": config.train.model_copy(update=updates)})
+        train(args.data, args.output, config, steps=args.steps, resume=args.resume,
+              device=args.device)
+        if args.export:
+            command = "python -m model.training " + shlex.join(argv or sys.argv[1:])
+            export(args.output, args.export, command)
+    except (DatasetError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

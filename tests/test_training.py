@@ -1,0 +1,109 @@
+"""The dataset builder and the training loop: format, splits, resumption, export, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.cache import AnalysisCache
+from model import load_model
+from model.config import Config, ModelConfig, TrainConfig
+from model.data import (FRAMES_PER_BAR, DatasetError, TransitionDataset, build_dataset,
+                        generate_tracks)
+from model.policy import PHRASE_BARS
+from model.training import main as train_main
+from model.training import export, train
+
+TINY = Config(model=ModelConfig(audio_embed_dim=16, condition_dim=16, hidden_dim=16, n_layers=1,
+                                n_heads=2, mel_layers=1, metadata_dim=8),
+              train=TrainConfig(batch_size=4, steps=4, warmup_steps=2, checkpoint_every=2))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple:
+    root = tmp_path_factory.mktemp("data")
+    tracks = generate_tracks(root / "tracks", 5, seed=3, lengths=(32,))
+    corrupt = root / "tracks" / "broken.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    messages: list[str] = []
+    out = build_dataset([*tracks, corrupt], root / "ds", partners=4, transitions_per_pair=3,
+                        holdout=0.4, cache=AnalysisCache(root / "cache"), log=messages.append)
+    return out, messages
+
+
+def test_the_builder_writes_examples_the_dataset_reads(dataset):
+    root, messages = dataset
+    assert any("broken.wav" in m and m.startswith("skipping") for m in messages)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert len(manifest["tracks"]) == 5
+    assert {t["split"] for t in manifest["tracks"]} == {"train", "test"}
+    train_set, test_set = TransitionDataset(root, "train"), TransitionDataset(root, "test")
+    assert len(train_set) + len(test_set) == manifest["n_examples"] > 0
+    split = {i: t["split"] for i, t in enumerate(manifest["tracks"])}
+    for ds in (train_set, test_set):
+        pairs = zip(ds.examples["a_track"], ds.examples["b_track"])
+        assert all(split[a] == split[b] == ds.split and a != b for a, b in pairs)
+    batch = train_set.sample(np.random.default_rng(0), 3)
+    frames = int(train_set.examples["bars"][batch.rows[0]]) * FRAMES_PER_BAR
+    assert batch.curves.shape == (3, 128, 52)
+    assert 0.0 <= float(batch.curves.min()) and float(batch.curves.max()) <= 1.0
+    assert batch.track_a.stem_mels.shape == (3, 4, 128, frames)
+    assert batch.track_b.structure.shape == (3, frames, 6)
+    # Every excerpt starts on a downbeat of its track.
+    assert bool((batch.track_a.downbeats[:, 0] == 1).all())
+    assert bool((batch.track_b.downbeats[:, 0] == 1).all())
+
+
+def test_the_bass_swap_follows_deck_b_phrases(dataset):
+    root, _ = dataset
+    e = TransitionDataset(root, "train").examples
+    blends = e["style"] != 3  # the cut swaps anywhere in its second half
+    on_phrase = (e["swap_bar"] - e["b_phrase_offset"]) % PHRASE_BARS == 0
+    long_enough = e["bars"] >= 16
+    assert on_phrase[blends & long_enough].all()
+    assert len(set(e["b_phrase_offset"].tolist())) > 1  # B is cued at varying bars
+
+
+def test_a_missing_or_foreign_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetError, match=str(tmp_path)):
+        TransitionDataset(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": 99}))
+    with pytest.raises(DatasetError, match="format 99"):
+        TransitionDataset(tmp_path)
+
+
+def test_resuming_continues_the_same_run_exactly(dataset, tmp_path):
+    root, _ = dataset
+    straight = tmp_path / "straight"
+    train(root, straight, TINY, progress=False, device="cpu")
+    split = tmp_path / "split"
+    train(root, split, TINY, steps=2, progress=False, device="cpu")
+    train(root, split, steps=4, resume=split / "resume.pt", progress=False, device="cpu")
+    a = torch.load(straight / "resume.pt", weights_only=True)
+    b = torch.load(split / "resume.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for part in ("model", "ema"):
+        for name in a[part]:
+            assert torch.equal(a[part][name], b[part][name]), (part, name)
+    log_a = [json.loads(x) for x in (straight / "log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (split / "log.jsonl").read_text().splitlines()]
+    assert [r["val_loss"] for r in log_a] == [r["val_loss"] for r in log_b]
+    # The shipped form: fp16 weights with how they were made, loadable by load_model.
+    target = export(straight, tmp_path / "ship" / "t.safetensors", "python -m model.training x")
+    model = load_model(target)
+    record = json.loads(target.with_suffix(".json").read_text())
+    assert record["command"] == "python -m model.training x" and record["steps"] == "4"
+    assert model.config.model == TINY.model
+
+
+def test_the_cli_names_bad_inputs(tmp_path, capsys):
+    assert train_main(["--data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"),
+                       "--steps", "1"]) == 1
+    assert "nowhere" in capsys.readouterr().err
+    bad = tmp_path / "resume.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert train_main(["--resume", str(bad), "--output", str(tmp_path / "o")]) == 1
+    assert "resume.pt" in capsys.readouterr().err
