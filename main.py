@@ -1,15 +1,18 @@
-"""automix-live command line.
+"""automix-live: a two-deck DJ engine whose transitions a diffusion model writes.
 
-Until the live engine lands, the main job is an offline render through the streaming mixer: two
-built-in generated 48-bar tracks (intro, drop, break, drop, outro) and a 16-bar "blend"
-transition from the rule-based policy (model.policy: EQ blend, bass swap on the phrase boundary,
-outgoing vocals out before the incoming ones) from deck A's last two phrases into deck B's
-intro, written to a WAV file.
+    python main.py                                    # the demo: two built-in tracks, live
+    python main.py --deck-a a.wav --deck-b b.wav      # play A; Enter triggers the transition
+    python main.py --deck-a a.wav --deck-b b.wav --render mix.wav   # offline, then exit
+
+Live, deck A plays while the worker analyses both tracks and samples candidate transitions;
+a trigger (Enter here, or a controller) starts one on the next bar, and deck B takes over.
+Without an audio device the demo says so and renders to a file instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from pathlib import Path
@@ -18,60 +21,154 @@ import numpy as np
 import soundfile as sf
 
 from analysis.audio import AudioLoadError
-from analysis.key import key_index
+from analysis.beats import BEATS_PER_BAR
+from analysis.cache import default_cache_dir
 from analysis.separation import SEPARATORS, get_separator
 from analysis.synth import render_track
 from analysis.track import AnalysisError, analyze
-from effects import MixerConfig, StreamingMixer
-from model.policy import plan_transition
+from effects.params import STEMS
+from engine.backends import (AudioDeviceError, AudioOutput, Cue, output_devices,
+                             render_offline)
+from engine.config import EngineConfig
+from engine.deck import PHRASE_BARS
+from engine.engine import Engine
+from engine.recorder import Recorder
+from engine.worker import GenerationWorker
 
-BLOCK = 256
+DEMO = ({"seed": 1, "bpm": 124.0, "tonic": 9, "mode": "minor", "bars": 48},
+        {"seed": 2, "bpm": 126.0, "tonic": 0, "mode": "major", "bars": 48})
 
 
-def render_demo(out_path: Path, bars_before: int = 32, bars_transition: int = 16,
-                bars_after: int = 32, bpm: float = 124.0) -> None:
-    config = MixerConfig()
+def demo_tracks(sample_rate: int) -> tuple[Path, Path]:
+    """The two built-in generated tracks as stem folders in the cache (made once)."""
+    paths = []
+    for name, spec in zip("ab", DEMO):
+        folder = default_cache_dir().parent / "demo" / f"{name}-{spec['seed']}-{sample_rate}"
+        if not (folder / "other.flac").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            track = render_track(sample_rate=sample_rate, **spec)
+            for stem, audio in zip(STEMS, track.stems):
+                sf.write(folder / f"{stem}.flac", audio.T, sample_rate, subtype="PCM_24")
+        paths.append(folder)
+    return paths[0], paths[1]
+
+
+def mix_out_bar(engine: Engine, transition_at: int | None) -> int:
+    """Where the transition starts (a bar of deck A from 0): the given bar, or where a DJ would
+    mix out: the last phrase start that leaves the transition's length before A ends."""
+    if transition_at is not None:
+        return max(0, transition_at - 1)
+    bars_a = engine.tracks[0].bars
+    return max(0, (bars_a - engine.bars) // PHRASE_BARS * PHRASE_BARS)
+
+
+def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
+               transition_at: int | None, block_size: int) -> int:
+    engine = Engine(config)
+    for deck, path in ((0, deck_a), (1, deck_b)):
+        engine.load(deck, path)
+    for message in engine.poll():
+        print(message)
+    if engine.tracks[0] is None or engine.tracks[1] is None:
+        print("error: both decks need a track that loads", file=sys.stderr)
+        return 1
+    a, b = engine.tracks
+    start_bar = mix_out_bar(engine, transition_at)
+    start_beat = float(start_bar * BEATS_PER_BAR)
+    engine.plan_next(a_beat=start_beat)
     sr = config.sample_rate
-    deck_a = render_track(seed=1, bpm=bpm, tonic=9, mode="minor",
-                          bars=bars_before + bars_transition, sample_rate=sr)
-    deck_b = render_track(seed=2, bpm=bpm, tonic=0, mode="major",
-                          bars=bars_transition + bars_after, sample_rate=sr)
-    samples_per_beat = 60.0 / bpm * sr
-    start = int(round(4 * bars_before * samples_per_beat))
-    length = start + deck_b.stems.shape[-1]
-    # Deck B enters at the transition's first beat: pad both decks onto one timeline.
-    a = np.zeros((4, 2, length), dtype=np.float32)
-    b = np.zeros_like(a)
-    a[..., : deck_a.stems.shape[-1]] = deck_a.stems
-    b[..., start:] = deck_b.stems
-    # The rule-based policy stands in for the model until trained weights ship.
-    plan = plan_transition(key_index(deck_a.tonic, deck_a.mode),
-                           key_index(deck_b.tonic, deck_b.mode), np.random.default_rng(7),
-                           style="blend", bars=bars_transition)
-    curves = plan.curves
-    frames_per_beat = len(curves) / (4 * bars_transition)
-
-    mixer = StreamingMixer(config, max_block=BLOCK)
-    mix = np.zeros((2, length), dtype=np.float32)
+    trigger_at = int(a.position_of(start_beat - 1.0, sr))
+    rate_b = b.grid.beat_period / a.grid.beat_period
+    total = int(a.position_of(start_beat, sr) + (b.samples - b.position_of(0.0, sr)) / rate_b)
+    said: list[str] = []
+    script = [Cue(0, lambda: engine.play(0)),
+              Cue(max(trigger_at, 0), lambda: said.append(engine.trigger()))]
     t0 = time.perf_counter()
-    for s in range(0, length, BLOCK):
-        e = min(s + BLOCK, length)
-        beat = (e - start) / samples_per_beat  # the frame is reached at the block's end
-        if beat < 0:
-            frame = curves[0]
-        else:
-            frame = curves[min(int(beat * frames_per_beat), len(curves) - 1)]
-        mix[:, s:e] = mixer.process(a[..., s:e], b[..., s:e], frame)
+    mix = render_offline(engine.core, total, block_size, out, script)
     elapsed = time.perf_counter() - t0
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(out_path, mix.T, sr, subtype="PCM_16")
-    peak = float(np.max(np.abs(mix)))
-    print(f"deck A: {deck_a.key_name}, {bpm:g} BPM; deck B: {deck_b.key_name}, {bpm:g} BPM")
-    print(f"transition: {plan.style}, {bars_transition} bars from bar {bars_before + 1}, "
-          f"bass swap on bar {bars_before + plan.swap_bar + 1}; "
-          f"{length / sr:.1f} s rendered in {elapsed:.2f} s "
-          f"({length / sr / elapsed:.0f}x real time), peak {20 * np.log10(peak):.1f} dBFS")
-    print(f"wrote {out_path}")
+    print(*said, *engine.poll(), sep="\n")
+    if engine.plan and engine.plan.note:
+        print(f"note: {engine.plan.note}")
+    peak = float(np.max(np.abs(mix))) if mix.size else 0.0
+    print(f"transition from bar {start_bar + 1} of {a.name}; {mix.shape[1] / sr:.1f} s rendered "
+          f"in {elapsed:.1f} s ({mix.shape[1] / sr / elapsed:.0f}x real time), "
+          f"peak {20 * np.log10(max(peak, 1e-9)):.1f} dBFS")
+    print(f"wrote {out}")
+    return 0
+
+
+async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Path | None,
+                   demo: bool, seconds: float | None) -> int:
+    worker = GenerationWorker(config.worker, config.checkpoint, config.model_device,
+                              config.worker_threads)
+    worker.start()
+    engine = Engine(config, worker=worker)
+    recorder = Recorder(record, config.sample_rate, config.record_seconds) if record else None
+    try:
+        output = AudioOutput(engine.core, config.sample_rate, config.block_size, config.device,
+                             config.latency, recorder)
+    except AudioDeviceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        worker.stop()
+        if recorder:
+            recorder.close()
+        return 2
+    engine.load(0, deck_a)
+    engine.load(1, deck_b)
+    loop = asyncio.get_running_loop()
+    triggers: asyncio.Queue[str] = asyncio.Queue()
+    if sys.stdin.isatty():
+        loop.add_reader(sys.stdin, lambda: triggers.put_nowait(sys.stdin.readline().strip()))
+    print("Enter: transition  |  a: abort  |  h: hold/release  |  r: regenerate  |  "
+          "1-8: candidate  |  q: quit")
+    output.start()
+    started, auto_done, held = time.monotonic(), False, False
+    try:
+        while True:
+            for message in engine.poll():
+                print(f"\r{message:<120}")
+            while not triggers.empty():
+                key = triggers.get_nowait()
+                if key == "q":
+                    return 0
+                if key == "a":
+                    engine.abort()
+                elif key == "h":
+                    held = not held
+                    engine.hold(held)
+                elif key == "r":
+                    engine.regenerate()
+                elif key.isdigit() and engine.plan and 0 < int(key) <= len(
+                        engine.plan.transitions):
+                    engine.select(int(key) - 1)
+                else:
+                    print(f"\r{engine.trigger():<120}")
+            status = engine.core.status
+            if not status.playing[0] and engine.tracks[0] is not None and status.clock == 0:
+                engine.play(0)
+            if demo and not auto_done and engine.tracks[1] is not None and engine.plan and \
+                    engine.plan.transitions and status.beats[0] >= 8 * BEATS_PER_BAR:
+                print(f"\r{engine.trigger():<120}")
+                auto_done = True
+            sys.stdout.write("\r" + engine.status_line(output.load_percentiles(),
+                                                       output.xruns)[:160])
+            sys.stdout.flush()
+            if output.finished:
+                print("\nerror: the audio device stopped", file=sys.stderr)
+                return 2
+            if seconds is not None and time.monotonic() - started >= seconds:
+                return 0
+            await asyncio.sleep(0.1)
+    finally:
+        output.stop()
+        worker.stop()
+        print()
+        if recorder:
+            recorder.close()
+            played = output.frames_played
+            print(f"recorded {played - recorder.dropped_frames} of {played} frames played to {recorder.path}"
+                  + (f"; {recorder.dropped_frames} dropped" if recorder.dropped_frames else "")
+                  + (f"; {recorder.error}" if recorder.error else ""))
 
 
 def analyze_command(path: Path, separator: str, weights: Path | None) -> int:
@@ -89,22 +186,80 @@ def analyze_command(path: Path, separator: str, weights: Path | None) -> int:
     return 0
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--deck-a", type=Path, help="track for deck A (a file or a stem folder)")
+    p.add_argument("--deck-b", type=Path, help="track for deck B")
+    p.add_argument("--demo", action="store_true", help="the two built-in generated tracks, "
+                   "with a transition triggered by itself (the default without decks)")
+    p.add_argument("--render", type=Path, metavar="FILE",
+                   help="render offline (A, the transition, B's continuation) and exit")
+    p.add_argument("--transition-at", type=int, metavar="BAR",
+                   help="bar of deck A where the rendered transition starts (default: where a DJ "
+                        "would mix out)")
+    p.add_argument("--record", type=Path, metavar="FILE", help="record what is played (live)")
+    p.add_argument("--seconds", type=float, help="stop the live engine after this long")
+    p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
+    p.add_argument("--device", help="output device: index or part of its name")
+    p.add_argument("--block-size", type=int, default=256, help="frames per audio callback")
+    p.add_argument("--latency", default="low", help="output latency: low, high or seconds")
+    p.add_argument("--bars", type=int, default=16, help="transition length in bars")
+    p.add_argument("--quantize", default="bar", choices=("off", "beat", "bar", "phrase"))
+    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance")
+    p.add_argument("--candidates", type=int, default=3, help="transitions sampled per pair")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    p.add_argument("--checkpoint", help="model weights (default: the shipped ones)")
+    p.add_argument("--model-device", help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--worker", choices=("process", "thread"), default="process")
+    p.add_argument("--separator", choices=SEPARATORS, default="dsp",
+                   help="stem separator for tracks given as one file")
+    p.add_argument("--analyze", type=Path, metavar="TRACK",
+                   help="analyse a track, print tempo, key and sections, and exit")
+    p.add_argument("--demucs-weights", type=Path, metavar="DIR",
+                   help="folder with htdemucs.json and htdemucs.safetensors")
+    return p.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--render", type=Path, default=Path("out/demo_mix.wav"),
-                        help="where to write the demo mix (default: %(default)s)")
-    parser.add_argument("--analyze", type=Path, metavar="TRACK",
-                        help="analyse an audio file (or a folder of stems), print tempo, key "
-                             "and sections, and exit")
-    parser.add_argument("--separator", choices=SEPARATORS, default="dsp",
-                        help="stem separator for --analyze (default: %(default)s)")
-    parser.add_argument("--demucs-weights", type=Path, metavar="DIR",
-                        help="folder with htdemucs.json and htdemucs.safetensors")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     if args.analyze is not None:
         return analyze_command(args.analyze, args.separator, args.demucs_weights)
-    render_demo(args.render)
-    return 0
+    if args.list_devices:
+        import sounddevice as sd
+
+        print(sd.query_devices())
+        return 0
+    latency = args.latency if args.latency in ("low", "high") else float(args.latency)
+    device = int(args.device) if args.device and args.device.isdigit() else args.device
+    try:
+        config = EngineConfig(block_size=args.block_size, latency=latency, device=device,
+                              quantize=args.quantize, bars=args.bars, guidance=args.guidance,
+                              candidates=args.candidates, steps=args.steps,
+                              checkpoint=args.checkpoint, model_device=args.model_device,
+                              worker=args.worker, separator=args.separator)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if (args.deck_a is None) != (args.deck_b is None):
+        print("error: give both --deck-a and --deck-b (or neither, for the demo)",
+              file=sys.stderr)
+        return 2
+    demo = args.deck_a is None
+    deck_a, deck_b = (args.deck_a, args.deck_b) if not demo else demo_tracks(config.sample_rate)
+    if args.render is None and not output_devices():
+        print("no audio output device found (see --list-devices); use --render FILE to write "
+              "the mix to a file", file=sys.stderr)
+        if not demo:
+            return 2
+        args.render = Path("out/demo_mix.wav")
+        print(f"rendering the demo to {args.render} instead", file=sys.stderr)
+    if args.render is not None:
+        return render_mix(config, deck_a, deck_b, args.render, args.transition_at,
+                          args.block_size)
+    try:
+        return asyncio.run(run_live(config, deck_a, deck_b, args.record, demo, args.seconds))
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

@@ -84,6 +84,20 @@ GAINS = indices_of("gain")
 FILTER_PARAMS: tuple[str, ...] = ("low_eq", "mid_eq", "high_eq", "highpass", "lowpass")
 FILTERS = np.stack([indices_of(p) for p in FILTER_PARAMS], axis=1)
 
+# The same frame seen from the other deck: deck A's parameters in deck B's places and back, the
+# crossfader mirrored. The model writes transitions from A to B; a transition from the physical
+# deck B back to deck A is its curves through this permutation.
+DECK_SWAP = np.r_[np.arange(N_DECK_PARAMS, 2 * N_DECK_PARAMS), np.arange(N_DECK_PARAMS),
+                  np.arange(2 * N_DECK_PARAMS, N_PARAMS)]
+
+
+def swap_decks(frames: np.ndarray) -> np.ndarray:
+    """Frames [..., 52] with the decks exchanged (see DECK_SWAP)."""
+    out = frames[..., DECK_SWAP].copy()
+    out[..., CROSSFADER] = 1.0 - out[..., CROSSFADER]
+    return out
+
+
 _NEUTRAL_BY_PARAM = {"gain": 1.0, "low_eq": 0.5, "mid_eq": 0.5, "high_eq": 0.5,
                      "highpass": 0.0, "lowpass": 1.0}
 _NEUTRAL_GLOBAL = {"crossfader": 0.0, "master_gain": 1.0, "reverb_wet": 0.0, "reverb_decay": 0.5}

@@ -1,0 +1,166 @@
+"""Audio back ends running the same per-block code: a PortAudio stream (sounddevice) and an
+offline renderer on a virtual clock."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import soundfile as sf
+
+from .core import CONTROL_BLOCK, EngineCore
+from .recorder import Recorder
+
+MAX_BLOCK = 8192
+LOAD_HISTORY = 4096  # callback loads kept for the status's percentiles
+
+
+class AudioDeviceError(RuntimeError):
+    """An output device that cannot be found or opened; the message names it."""
+
+
+class BlockAdapter:
+    """Serves any host block size from the core's fixed control blocks."""
+
+    def __init__(self, core: EngineCore) -> None:
+        self.core = core
+        self._spare = np.zeros((2, CONTROL_BLOCK), dtype=np.float32)
+        self._left = 0  # frames of _spare not yet played
+
+    def render(self, out: np.ndarray) -> None:
+        n = out.shape[1]
+        k = min(self._left, n)
+        out[:, :k] = self._spare[:, CONTROL_BLOCK - self._left:CONTROL_BLOCK - self._left + k]
+        self._left -= k
+        whole = (n - k) // CONTROL_BLOCK * CONTROL_BLOCK
+        if whole:
+            self.core.process(out[:, k:k + whole])
+        rest = n - k - whole
+        if rest:
+            self.core.process(self._spare)
+            out[:, n - rest:] = self._spare[:, :rest]
+            self._left = CONTROL_BLOCK - rest
+
+
+def output_devices() -> list[dict]:
+    import sounddevice as sd
+
+    return [d for d in sd.query_devices() if d["max_output_channels"] >= 2]
+
+
+class AudioOutput:
+    """The live back end: the core inside a PortAudio output callback.
+
+    The callback does numpy on preallocated buffers only: the core's blocks, a copy into
+    PortAudio's buffer and into the recorder's ring, and its own timing into a preallocated
+    history. xruns are PortAudio's output-underflow flags.
+    """
+
+    def __init__(self, core: EngineCore, sample_rate: int, block_size: int,
+                 device: str | int | None = None, latency: float | str = "low",
+                 recorder: Recorder | None = None) -> None:
+        import sounddevice as sd
+
+        self.adapter = BlockAdapter(core)
+        self.recorder = recorder
+        self.sample_rate = sample_rate
+        self.block_size = block_size
+        self.xruns = 0
+        self.errors = 0
+        self.frames_played = 0
+        self.loads = np.zeros(LOAD_HISTORY)  # callback time / block duration
+        self._calls = 0
+        self._mix = np.zeros((2, MAX_BLOCK), dtype=np.float32)
+        self.finished = False
+        try:
+            self.stream = sd.OutputStream(
+                samplerate=sample_rate, blocksize=block_size, device=device, channels=2,
+                dtype="float32", latency=latency, callback=self._callback,
+                finished_callback=self._on_finished)
+        except (sd.PortAudioError, ValueError) as err:
+            raise AudioDeviceError(f"audio output {device if device is not None else 'default'}:"
+                                   f" cannot open ({err}); list devices with --list-devices, or "
+                                   f"write a file with --render") from None
+
+    def _callback(self, outdata: np.ndarray, frames: int, time_info, status) -> None:
+        t0 = time.perf_counter()
+        try:
+            if status.output_underflow:
+                self.xruns += 1
+            mix = self._mix[:, :frames]
+            self.adapter.render(mix)
+            outdata[:] = mix.T
+            if self.recorder is not None:
+                self.recorder.push(mix)
+            self.frames_played += frames
+        except Exception:  # noqa: BLE001 - the callback never raises
+            outdata.fill(0.0)
+            self.errors += 1
+        elapsed = time.perf_counter() - t0
+        self.loads[self._calls % LOAD_HISTORY] = elapsed * self.sample_rate / frames
+        self._calls += 1
+
+    def _on_finished(self) -> None:
+        self.finished = True
+
+    def load_percentiles(self) -> tuple[float, float, float]:
+        """Median, p99 and max of the callback's time as a share of the block's duration."""
+        n = min(self._calls, LOAD_HISTORY)
+        if n == 0:
+            return 0.0, 0.0, 0.0
+        values = self.loads[:n]
+        return (float(np.median(values)), float(np.percentile(values, 99)), float(values.max()))
+
+    @property
+    def output_latency(self) -> float:
+        return float(self.stream.latency)
+
+    def start(self) -> None:
+        self.stream.start()
+
+    def stop(self) -> None:
+        self.stream.stop()
+        self.stream.close()
+
+
+@dataclass
+class Cue:
+    """An action at a time in the offline render (the script's unit)."""
+
+    at_sample: int
+    action: Callable[[], None]
+
+
+def render_offline(core: EngineCore, n_samples: int, block_size: int, path: Path | None = None,
+                   script: list[Cue] | None = None,
+                   until: Callable[[], bool] | None = None) -> np.ndarray:
+    """Render ``n_samples`` (or until ``until()`` is true after a block) on a virtual clock.
+
+    Script actions run at their sample rounded up to the control grid, whatever ``block_size``,
+    so a render does not depend on the block size. Returns the mix [2, n] and writes ``path``.
+    """
+    adapter = BlockAdapter(core)
+    pending = sorted(script or [], key=lambda c: c.at_sample)
+    chunks = []
+    clock = 0
+    while clock < n_samples:
+        while pending and -(-pending[0].at_sample // CONTROL_BLOCK) * CONTROL_BLOCK <= clock:
+            pending.pop(0).action()
+        n = min(block_size, n_samples - clock)
+        if pending:
+            due = -(-pending[0].at_sample // CONTROL_BLOCK) * CONTROL_BLOCK
+            n = min(n, due - clock)
+        out = np.zeros((2, n), dtype=np.float32)
+        adapter.render(out)
+        chunks.append(out)
+        clock += n
+        if until is not None and until():
+            break
+    mix = np.concatenate(chunks, axis=1) if chunks else np.zeros((2, 0), np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, mix.T, core.sample_rate, subtype="PCM_24")
+    return mix

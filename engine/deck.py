@@ -1,0 +1,75 @@
+"""A deck's track in memory and how the callback reads it at a playback rate.
+
+Playback is vinyl-style: the rate changes tempo and pitch together (key lock would need a
+time-stretch in the callback). Positions are in samples of the track (at the engine's rate) and
+fractional; reading interpolates with a 4-point cubic Hermite, which keeps the images of a rate
+change about 40 dB lower than linear interpolation at the same cost in compiled code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from analysis.beats import BEATS_PER_BAR, BeatGrid
+from analysis.track import TrackAnalysis
+
+PHRASE_BARS = 8
+
+
+@dataclass(frozen=True)
+class Track:
+    """What a deck holds: stems at the engine's sample rate and the analysis."""
+
+    name: str
+    stems: np.ndarray  # float32 [4, 2, samples], C-contiguous
+    analysis: TrackAnalysis
+
+    @property
+    def grid(self) -> BeatGrid:
+        return self.analysis.grid
+
+    @property
+    def samples(self) -> int:
+        return self.stems.shape[-1]
+
+    @property
+    def bars(self) -> int:
+        """Whole bars from the first downbeat to the end."""
+        return int(self.grid.beat_position(self.grid.duration) // BEATS_PER_BAR)
+
+    def beat_at(self, position: float, sample_rate: int) -> float:
+        """Beat (0 at the first downbeat) at a position in samples."""
+        return (position / sample_rate - self.grid.first_downbeat) / self.grid.beat_period
+
+    def position_of(self, beat: float, sample_rate: int) -> float:
+        return (self.grid.first_downbeat + beat * self.grid.beat_period) * sample_rate
+
+
+def track_from_analysis(analysis: TrackAnalysis) -> Track:
+    stems = np.ascontiguousarray(analysis.stems, dtype=np.float32)
+    return Track(analysis.source.rsplit("/", 1)[-1], stems, analysis)
+
+
+@njit(cache=True, nogil=True)
+def read_stems(stems: np.ndarray, start: float, rate: float, out: np.ndarray) -> None:
+    """out[4, 2, m] = stems resampled from ``start`` advancing ``rate`` samples per sample
+    (silence outside the track)."""
+    n = stems.shape[2]
+    for i in range(out.shape[2]):
+        p = start + rate * i
+        k = int(np.floor(p))
+        f = p - k
+        for s in range(stems.shape[0]):
+            for c in range(stems.shape[1]):
+                y0 = stems[s, c, k - 1] if 0 <= k - 1 < n else 0.0
+                y1 = stems[s, c, k] if 0 <= k < n else 0.0
+                y2 = stems[s, c, k + 1] if 0 <= k + 1 < n else 0.0
+                y3 = stems[s, c, k + 2] if 0 <= k + 2 < n else 0.0
+                # Catmull-Rom (4-point cubic Hermite)
+                c1 = 0.5 * (y2 - y0)
+                c2 = y0 - 2.5 * y1 + 2.0 * y2 - 0.5 * y3
+                c3 = 0.5 * (y3 - y0) + 1.5 * (y1 - y2)
+                out[s, c, i] = ((c3 * f + c2) * f + c1) * f + y1

@@ -1,0 +1,336 @@
+"""The engine's command API: what controllers, the command line and the offline script call.
+
+Everything here runs on the asyncio loop's thread (or the offline renderer's). It never touches
+the playback state: it reads the core's ``status`` snapshot and sends commands. Analysis and
+sampling go to the generation worker; their results come back through ``poll()``, which the loop
+calls a few times a second along with the status line.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from analysis.beats import BEATS_PER_BAR
+from analysis.track import analyze
+from effects.params import PARAM_INDEX, PARAM_NAMES
+
+from . import core as c
+from .config import EngineConfig, Quantize
+from .deck import PHRASE_BARS, Track, track_from_analysis
+from .transition import Scheduled, Transition, next_start
+from .worker import (AnalyzeRequest, GenerateRequest, Generator, GenerationWorker, Result,
+                     policy_transitions)
+
+DECK_NAMES = ("A", "B")
+
+
+@dataclass
+class Plan:
+    """Candidates sampled for the next transition, and what they were sampled for."""
+
+    outgoing: int
+    a_beat: float
+    b_beat: float
+    bars: int
+    serial: int = 0
+    transitions: tuple[Transition, ...] = ()
+    note: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Messages:
+    """What the engine has to say (errors and events), drained by the loop."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        self.items.append(text)
+
+    def drain(self) -> list[str]:
+        out, self.items = self.items, []
+        return out
+
+
+def deck_index(deck: int | str) -> int:
+    if isinstance(deck, str) and deck.upper() in DECK_NAMES:
+        return DECK_NAMES.index(deck.upper())
+    if deck in (0, 1):
+        return int(deck)
+    raise ValueError(f"no deck {deck!r}; decks are A and B")
+
+
+class Engine:
+    """Decks, candidates and the transition's settings, in front of an ``EngineCore``.
+
+    ``worker``: a started ``GenerationWorker`` (live), or None to do the work synchronously in
+    this thread (the offline renderer: the result does not depend on timing).
+    """
+
+    def __init__(self, config: EngineConfig | None = None, core: c.EngineCore | None = None,
+                 worker: GenerationWorker | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.core = core or c.EngineCore(self.config.sample_rate)
+        self.worker = worker
+        self._generator = Generator(self.config.checkpoint, self.config.model_device) \
+            if worker is None else None
+        self.tracks: list[Track | None] = [None, None]
+        self.loading: dict[int, str] = {}  # serial -> path being analysed, per deck below
+        self._loading_deck: dict[int, int] = {}
+        self.plan: Plan | None = None
+        self.candidate = 0
+        self.quantize: Quantize = self.config.quantize
+        self.bars = self.config.bars
+        self.guidance = self.config.guidance
+        self.model_note = self._generator.why_not if self._generator else "model loading"
+        self.messages = Messages()
+        self._seed = self.config.seed
+        self._last_events = 0
+        self._last_errors = 0
+        self._on_air = 0
+        self._loaded: list[tuple[int, Track | BaseException]] = []
+        self._lock = threading.Lock()  # guards _loaded between loader threads and the loop
+
+    # --- decks ----------------------------------------------------------------------------
+
+    def load(self, deck: int | str, path: Path | str) -> None:
+        """Load a track (a file or a folder of stems) onto a deck: analysed in the worker, then
+        put on the deck. A deck that is playing in a transition keeps playing."""
+        d = deck_index(deck)
+        if self.worker is None:
+            try:
+                analysis = analyze(path, self.config.sample_rate, self.config.separator)
+            except (OSError, ValueError) as err:
+                self.messages.add(f"deck {DECK_NAMES[d]}: {err}")
+                return
+            self.put_track(d, track_from_analysis(analysis))
+            return
+        serial = self.worker.submit(lambda s: AnalyzeRequest(s, str(path), self.config.sample_rate,
+                                                             self.config.separator))
+        self.loading[serial] = str(path)
+        self._loading_deck[serial] = d
+
+    def put_track(self, deck: int, track: Track) -> None:
+        status = self.core.status
+        if status.phase in ("running", "returning"):
+            self.messages.add(f"deck {DECK_NAMES[deck]}: busy in a transition; load refused")
+            return
+        self.tracks[deck] = track
+        self.core.send(c.Load(deck, track))
+        a = track.analysis
+        self.messages.add(f"deck {DECK_NAMES[deck]}: {track.name}, {a.bpm:.1f} BPM, "
+                          f"{a.key_name} ({a.camelot})")
+        self.plan_next()
+
+    def play(self, deck: int | str, playing: bool = True) -> None:
+        self.core.send(c.Transport(deck_index(deck), playing=playing))
+
+    def cue(self, deck: int | str) -> None:
+        """Back to the first downbeat, stopped (a deck's cue point)."""
+        self.core.send(c.Transport(deck_index(deck), playing=False, seek_beat=0.0))
+
+    def seek(self, deck: int | str, beat: float) -> None:
+        self.core.send(c.Transport(deck_index(deck), seek_beat=float(beat)))
+
+    def tempo(self, deck: int | str, rate: float) -> None:
+        """Playback rate (1.0 = the track's own tempo), within ±50 %."""
+        self.core.send(c.Transport(deck_index(deck), rate=float(np.clip(rate, 0.5, 1.5))))
+
+    def sync(self, deck: int | str) -> None:
+        self.core.send(c.Sync(deck_index(deck)))
+
+    def set_param(self, param: int | str, value: float) -> None:
+        """One of the 52 parameters by hand (during a transition: soft takeover)."""
+        index = PARAM_INDEX[param] if isinstance(param, str) else int(param)
+        if not 0 <= index < len(PARAM_NAMES):
+            raise KeyError(f"no parameter {param!r}")
+        if not np.isfinite(value):
+            raise ValueError(f"{PARAM_NAMES[index]}: value {value!r} is not a number")
+        self.core.send(c.SetParam(index, float(value)))
+
+    # --- transitions ------------------------------------------------------------------------
+
+    @property
+    def outgoing(self) -> int:
+        return self._on_air
+
+    def set_bars(self, bars: int) -> None:
+        bars = int(bars)
+        if not 1 <= bars <= 64:
+            raise ValueError(f"transition length {bars} bars: choose 1 to 64")
+        if bars != self.bars:
+            self.bars = bars
+            self.plan_next()
+
+    def set_quantize(self, quantize: str) -> None:
+        if quantize not in ("off", "beat", "bar", "phrase"):
+            raise ValueError(f"quantize {quantize!r}: choose off, beat, bar or phrase")
+        self.quantize = quantize  # type: ignore[assignment]
+
+    def set_guidance(self, guidance: float) -> None:
+        if not 0.0 <= guidance <= 10.0:
+            raise ValueError(f"guidance {guidance}: choose 0 to 10")
+        if guidance != self.guidance:
+            self.guidance = float(guidance)
+            self.plan_next()
+
+    def select(self, candidate: int) -> None:
+        n = len(self.plan.transitions) if self.plan else 0
+        if not 0 <= candidate < max(n, self.config.candidates):
+            raise ValueError(f"candidate {candidate}: choose 0 to {max(n, 1) - 1}")
+        self.candidate = int(candidate)
+
+    def regenerate(self) -> None:
+        self._seed += 1
+        self.plan_next()
+
+    def plan_next(self, a_beat: float | None = None) -> None:
+        """Sample candidates for the next transition out of the deck on air (both decks loaded,
+        no transition running). It is planned from the outgoing deck's next phrase start, or
+        from ``a_beat``; the incoming deck enters from its first downbeat."""
+        out, inc = self._on_air, 1 - self._on_air
+        a, b = self.tracks[out], self.tracks[inc]
+        if a is None or b is None or self.core.status.phase in ("running", "returning"):
+            return
+        if a_beat is None:
+            phrase = PHRASE_BARS * BEATS_PER_BAR
+            a_beat = float(np.floor(self.core.status.beats[out] / phrase + 1) * phrase)
+        from model.data import vocal_bars  # the policy's vocal rule reads the stems
+
+        start_bar = int(a_beat // BEATS_PER_BAR)
+        request = dict(
+            a=a.analysis.features, b=b.analysis.features, a_beat=a_beat, b_beat=0.0,
+            bars=self.bars, key_a=a.analysis.key_index, key_b=b.analysis.key_index,
+            vocals_a=bool(vocal_bars(a.analysis)[start_bar:start_bar + self.bars].any()),
+            vocals_b=bool(vocal_bars(b.analysis)[:self.bars].any()),
+            n_samples=self.config.candidates, guidance=self.guidance, steps=self.config.steps,
+            seed=self._seed)
+        self.plan = Plan(out, a_beat, 0.0, self.bars)
+        if self.worker is None:
+            self._take_plan(self._generator.handle(GenerateRequest(0, **request)))
+        else:
+            self.plan.serial = self.worker.submit(lambda s: GenerateRequest(s, **request))
+
+    def _take_plan(self, result: Result) -> None:
+        if self.plan is None or result.serial != self.plan.serial:
+            return  # an answer to a plan since replaced
+        self.plan.transitions = result.transitions
+        self.plan.note = result.error
+        self.plan.seconds = result.seconds
+        self.candidate = min(self.candidate, len(result.transitions) - 1)
+
+    def trigger(self, bars: int | None = None) -> str:
+        """Start the transition on the next beat/bar/phrase (the quantize setting)."""
+        status = self.core.status
+        if status.phase != "idle":
+            return f"a transition is already {status.phase}"
+        out, inc = self._on_air, 1 - self._on_air
+        if self.tracks[out] is None or self.tracks[inc] is None:
+            return "load both decks first"
+        if bars is not None:
+            self.set_bars(bars)
+        plan = self.plan
+        if plan and plan.transitions and plan.outgoing == out and plan.bars == self.bars:
+            transition = plan.transitions[self.candidate]
+            how = f"{transition.source} candidate {self.candidate + 1}/{len(plan.transitions)}"
+        else:
+            # Nothing sampled yet for this deck and length: the policy now, never a wait.
+            a, b = self.tracks[out].analysis, self.tracks[inc].analysis
+            transition = policy_transitions(GenerateRequest(
+                0, a.features, b.features, 0.0, 0.0, self.bars, a.key_index, b.key_index,
+                n_samples=1, seed=self._seed))[0]
+            how = "policy (no candidates ready)"
+        start = next_start(status.beats[out], self.quantize)
+        self.core.send(c.Schedule(Scheduled(transition, out, start, 0.0)))
+        where = "now" if start is None else f"on beat {start:.0f} of deck {DECK_NAMES[out]}"
+        return f"transition {DECK_NAMES[out]}->{DECK_NAMES[inc]}, {self.bars} bars, {how}, {where}"
+
+    def hold(self, on: bool = True) -> None:
+        self.core.send(c.Hold(bool(on)))
+
+    def abort(self) -> None:
+        self.core.send(c.Abort())
+
+    # --- the loop's side ----------------------------------------------------------------------
+
+    def poll(self) -> list[str]:
+        """Take in worker results and the core's events; returns messages for the user."""
+        if self.worker is not None:
+            for result in self.worker.poll():
+                self._result(result)
+            if not self.worker.alive():
+                self.messages.add("generation worker stopped; the policy plays")
+        with self._lock:
+            loaded, self._loaded = self._loaded, []
+        for deck, item in loaded:
+            if isinstance(item, BaseException):
+                self.messages.add(f"deck {DECK_NAMES[deck]}: {item}")
+            else:
+                self.put_track(deck, item)
+        status = self.core.status
+        new = status.events - self._last_events
+        if new:
+            self._last_events = status.events
+            for what, clock in list(self.core.events)[-new:]:
+                self.messages.add(f"{what.replace('_', ' ')} at {clock / self.config.sample_rate:.2f} s")
+            if status.on_air != self._on_air:
+                self._on_air = status.on_air
+                self.plan = None  # the next transition goes the other way
+                self.plan_next()
+        if status.errors != self._last_errors:
+            self._last_errors = status.errors
+            self.messages.add(f"audio errors: {status.errors} (last: {status.last_error})")
+        return self.messages.drain()
+
+    def _result(self, result: Result) -> None:
+        if result.serial == -1:
+            self.model_note = result.error or f"model on {result.extra.get('device', '?')}"
+            return
+        if result.serial in self.loading:
+            path = self.loading.pop(result.serial)
+            deck = self._loading_deck.pop(result.serial)
+            if result.error:
+                self.messages.add(f"deck {DECK_NAMES[deck]}: {result.error}")
+                return
+            # The worker filled the analysis cache; reading it back is decoding, off the loop.
+            threading.Thread(target=self._read_back, args=(deck, path), daemon=True).start()
+            return
+        self._take_plan(result)
+
+    def _read_back(self, deck: int, path: str) -> None:
+        try:
+            item: Track | BaseException = track_from_analysis(
+                analyze(path, self.config.sample_rate, self.config.separator))
+        except Exception as err:  # noqa: BLE001 - reported by poll()
+            item = err
+        with self._lock:
+            self._loaded.append((deck, item))
+
+    def status_line(self, load: tuple[float, float, float] | None = None, xruns: int = 0) -> str:
+        """One line: both decks, the transition, the model, the callback's load and xruns."""
+        s = self.core.status
+        parts = []
+        for d in (0, 1):
+            t = self.tracks[d]
+            if t is None:
+                parts.append(f"{DECK_NAMES[d]}: empty")
+                continue
+            bar = int(s.beats[d] // BEATS_PER_BAR) + 1
+            state = "play" if s.playing[d] else "stop"
+            parts.append(f"{DECK_NAMES[d]}: {state} bar {bar:3d}.{int(s.beats[d] % 4) + 1} "
+                         f"{t.analysis.bpm * s.rates[d]:6.2f} BPM {t.analysis.camelot:>3}")
+        if s.phase == "idle":
+            ready = len(self.plan.transitions) if self.plan else 0
+            parts.append(f"next: {self.bars} bars, {ready} candidates, cand {self.candidate + 1}")
+        else:
+            held = " held" if s.held else ""
+            parts.append(f"transition {s.phase}{held} {s.progress / BEATS_PER_BAR:4.1f}/"
+                         f"{s.length / BEATS_PER_BAR:.0f} bars")
+        if load is not None:
+            parts.append(f"load {load[0]:.0%}/{load[1]:.0%} p99")
+        parts.append(f"xruns {xruns}")
+        return " | ".join(parts)
