@@ -61,7 +61,7 @@ class AudioOutput:
 
     def __init__(self, core: EngineCore, sample_rate: int, block_size: int,
                  device: str | int | None = None, latency: float | str = "low",
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None, history: int = LOAD_HISTORY) -> None:
         import sounddevice as sd
 
         self.adapter = BlockAdapter(core)
@@ -71,7 +71,7 @@ class AudioOutput:
         self.xruns = 0
         self.errors = 0
         self.frames_played = 0
-        self.loads = np.zeros(LOAD_HISTORY)  # callback time / block duration
+        self.loads = np.zeros(history)  # callback time / block duration, the latest calls
         self._calls = 0
         self._mix = np.zeros((2, MAX_BLOCK), dtype=np.float32)
         self.finished = False
@@ -100,7 +100,7 @@ class AudioOutput:
             outdata.fill(0.0)
             self.errors += 1
         elapsed = time.perf_counter() - t0
-        self.loads[self._calls % LOAD_HISTORY] = elapsed * self.sample_rate / frames
+        self.loads[self._calls % self.loads.size] = elapsed * self.sample_rate / frames
         self._calls += 1
 
     def _on_finished(self) -> None:
@@ -108,7 +108,7 @@ class AudioOutput:
 
     def load_percentiles(self) -> tuple[float, float, float]:
         """Median, p99 and max of the callback's time as a share of the block's duration."""
-        n = min(self._calls, LOAD_HISTORY)
+        n = min(self._calls, self.loads.size)
         if n == 0:
             return 0.0, 0.0, 0.0
         values = self.loads[:n]

@@ -37,8 +37,8 @@ class Track:
 
     @property
     def bars(self) -> int:
-        """Whole bars from the first downbeat to the end."""
-        return int(self.grid.beat_position(self.grid.duration) // BEATS_PER_BAR)
+        """Bars from the first downbeat to the end (a last bar 95 % there counts)."""
+        return int(self.grid.beat_position(self.grid.duration) / BEATS_PER_BAR + 0.05)
 
     def beat_at(self, position: float, sample_rate: int) -> float:
         """Beat (0 at the first downbeat) at a position in samples."""

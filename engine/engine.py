@@ -246,7 +246,9 @@ class Engine:
             how = "policy (no candidates ready)"
         start = next_start(status.beats[out], self.quantize)
         self.core.send(c.Schedule(Scheduled(transition, out, start, 0.0)))
-        where = "now" if start is None else f"on beat {start:.0f} of deck {DECK_NAMES[out]}"
+        where = "now" if start is None else (f"on bar {start // BEATS_PER_BAR + 1:.0f}, beat "
+                                             f"{start % BEATS_PER_BAR + 1:.0f} of deck "
+                                             f"{DECK_NAMES[out]}")
         return f"transition {DECK_NAMES[out]}->{DECK_NAMES[inc]}, {self.bars} bars, {how}, {where}"
 
     def hold(self, on: bool = True) -> None:

@@ -64,41 +64,13 @@ def rel_db(x: np.ndarray, ref: np.ndarray) -> float:
 
 @pytest.fixture(scope="session")
 def jack_server():
-    """A JACK server with its dummy driver: real-time pacing with no sound card. PortAudio is
-    re-initialised so that its JACK host API (present only while a server runs) appears."""
-    import os
-    import shutil
-    import subprocess
-    import time
+    """PortAudio's output device on a JACK server with the dummy driver (engine.jackserver)."""
+    from engine.jackserver import dummy_jack
 
-    import sounddevice as sd
-
-    if shutil.which("jackd") is None:
-        pytest.fail("jackd is missing: run ./setup.sh (Debian package jackd2)")
-    name = f"automix-test-{os.getpid()}"
-    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
-    proc = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "44100", "-p", "256"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    previous = os.environ.get("JACK_DEFAULT_SERVER")
-    os.environ["JACK_DEFAULT_SERVER"] = name
+    server = dummy_jack()
     try:
-        for _ in range(50):
-            time.sleep(0.1)
-            sd._terminate()
-            sd._initialize()
-            jack = [i for i, api in enumerate(sd.query_hostapis()) if "JACK" in api["name"]]
-            if jack and sd.query_hostapis(jack[0])["devices"]:
-                break
-        else:
-            proc.kill()
-            pytest.fail(f"jackd did not come up: {proc.stderr.read().decode()[-500:]}")
-        yield sd.query_hostapis(jack[0])["default_output_device"]
-    finally:
-        sd._terminate()  # PortAudio's JACK client must close before the server goes
-        proc.terminate()
-        proc.wait(timeout=10)
-        if previous is None:
-            os.environ.pop("JACK_DEFAULT_SERVER", None)
-        else:
-            os.environ["JACK_DEFAULT_SERVER"] = previous
-        sd._initialize()
+        device = server.__enter__()
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    yield device
+    server.__exit__(None, None, None)

@@ -1,0 +1,180 @@
+"""The live engine under load: callback time, xruns, trigger latency, offline render speed.
+
+    .venv/bin/python bench/engine.py [--minutes 10] [--compare-seconds 60]
+
+On a JACK server with the dummy driver (real-time pacing, no sound card), two generated tracks
+play through a real PortAudio stream while the generation worker samples a transition every 10 s
+and the engine performs a transition every 20 s (the decks swap and the stopped one is cued
+again, so the music never stops):
+
+1. worker in a thread against a worker in a process, at 256 frames, with the worker generating
+   back to back (the worst case for the GIL): callback time and xruns, ``--compare-seconds`` each;
+2. the shipped kind (process) at 128 and 256 frames for ``--minutes`` (the soak runs at 256);
+3. trigger-to-audible latency with quantize off: from the trigger command to the end of the
+   callback that started the transition, plus PortAudio's output latency, median of 10;
+4. offline render speed (seconds of mix per second of wall time).
+
+Callback time is a share of the block's duration (median, p99, max). The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.synth import render_track  # noqa: E402
+from analysis.track import analyze_stems  # noqa: E402
+from engine import core as c  # noqa: E402
+from engine.backends import AudioOutput, Cue, render_offline  # noqa: E402
+from engine.deck import Track, track_from_analysis  # noqa: E402
+from engine.jackserver import dummy_jack  # noqa: E402
+from engine.transition import Scheduled  # noqa: E402
+from engine.worker import GenerateRequest, GenerationWorker, policy_transitions  # noqa: E402
+
+SR = 44100
+
+
+def tracks() -> tuple[Track, Track]:
+    specs = ({"seed": 21, "bpm": 124.0, "tonic": 9, "mode": "minor"},
+             {"seed": 22, "bpm": 127.0, "tonic": 0, "mode": "major"})
+    return tuple(track_from_analysis(analyze_stems(render_track(bars=32, **s).stems, SR, str(i)))
+                 for i, s in enumerate(specs))
+
+
+def request(a: Track, b: Track, serial: int, bars: int = 4) -> GenerateRequest:
+    return GenerateRequest(serial, a.analysis.features, b.analysis.features, 0.0, 0.0, bars,
+                           a.analysis.key_index, b.analysis.key_index, n_samples=3, steps=25,
+                           seed=serial)
+
+
+def live_run(device: int, decks: tuple[Track, Track], worker: GenerationWorker, block: int,
+             seconds: float, generate_every: float | None) -> dict:
+    """Play for ``seconds``; a transition every 20 s; generation every ``generate_every`` s
+    (None: back to back)."""
+    core = c.EngineCore(SR)
+    out = AudioOutput(core, SR, block, device=device, history=int(seconds * SR / block) + 16)
+    a, b = decks
+    for cmd in (c.Load(0, a), c.Load(1, b), c.Transport(0, playing=True)):
+        core.send(cmd)
+    out.start()
+    t0 = time.monotonic()
+    next_gen, next_transition, waiting, generated = t0, t0 + 5.0, 0, 0
+    transitions = []
+    while time.monotonic() - t0 < seconds:
+        now = time.monotonic()
+        results = worker.poll()
+        generated += sum(1 for r in results if r.serial > 0)
+        waiting -= sum(1 for r in results if r.serial > 0)
+        if waiting <= 0 and (generate_every is None or now >= next_gen):
+            worker.submit(lambda s: request(a, b, s))
+            waiting, next_gen = 1, now + (generate_every or 0.0)
+        s = core.status
+        if s.phase == "idle" and now >= next_transition:
+            outgoing = s.on_air
+            incoming = 1 - outgoing
+            core.send(c.Transport(incoming, playing=False, seek_beat=0.0))
+            core.send(c.Transport(outgoing, playing=True))
+            transition = policy_transitions(request(decks[outgoing], decks[incoming], 0))[0]
+            core.send(c.Schedule(Scheduled(transition, outgoing, None, 0.0)))
+            transitions.append(now)
+            next_transition = now + 20.0
+        if s.phase == "idle" and not s.playing[s.on_air]:  # a deck ran out: start it over
+            core.send(c.Transport(s.on_air, playing=True, seek_beat=0.0))
+        time.sleep(0.02)
+    out.stop()
+    median, p99, worst = out.load_percentiles()
+    return {"block": block, "seconds": round(time.monotonic() - t0, 1), "xruns": out.xruns,
+            "callback_median": round(median, 4), "callback_p99": round(p99, 4),
+            "callback_max": round(worst, 4), "transitions": len(transitions),
+            "generations": generated, "errors": core.status.errors + out.errors}
+
+
+def trigger_latency(device: int, decks: tuple[Track, Track], block: int = 256,
+                    repeats: int = 10) -> tuple[float, float]:
+    """Median and max (ms) from trigger to audible, quantize off."""
+    core = c.EngineCore(SR)
+    out = AudioOutput(core, SR, block, device=device)
+    a, b = decks
+    for cmd in (c.Load(0, a), c.Load(1, b), c.Transport(0, playing=True)):
+        core.send(cmd)
+    out.start()
+    time.sleep(0.5)
+    transition = policy_transitions(request(a, b, 0, bars=1))[0]
+    latencies = []
+    for _ in range(repeats):
+        core.send(c.Transport(1, playing=False, seek_beat=0.0))
+        core.send(c.Transport(0, playing=True, seek_beat=0.0))
+        time.sleep(0.3)
+        sent = time.perf_counter()
+        core.send(c.Schedule(Scheduled(transition, 0, None, 0.0)))
+        while core.status.phase == "idle":
+            time.sleep(0.0002)
+        latencies.append(time.perf_counter() - sent + out.output_latency)
+        core.send(c.Abort())
+        while core.status.phase != "idle":
+            time.sleep(0.01)
+    out.stop()
+    return float(np.median(latencies) * 1e3), float(np.max(latencies) * 1e3)
+
+
+def render_speed(decks: tuple[Track, Track]) -> float:
+    core = c.EngineCore(SR)
+    a, b = decks
+    transition = policy_transitions(request(a, b, 0, bars=8))[0]
+    n = a.samples
+    script = [Cue(0, lambda: [core.send(x) for x in (c.Load(0, a), c.Load(1, b),
+                                                      c.Transport(0, playing=True))]),
+              Cue(SR * 10, lambda: core.send(c.Schedule(Scheduled(transition, 0, None, 0.0))))]
+    t0 = time.perf_counter()
+    render_offline(core, n, 1024, script=script)
+    return n / SR / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="the soak at 256 frames")
+    parser.add_argument("--compare-seconds", type=float, default=60.0,
+                        help="each run of the thread/process comparison and of 128 frames")
+    args = parser.parse_args()
+    decks = tracks()
+    results: dict[str, float] = {"render_x_realtime": round(render_speed(decks), 1)}
+    print(f"offline render: {results['render_x_realtime']}x real time", flush=True)
+    with dummy_jack(SR, 256) as device:
+        for kind in ("thread", "process"):
+            worker = GenerationWorker(kind)
+            worker.start()
+            r = live_run(device, decks, worker, 256, args.compare_seconds, None)
+            worker.stop()
+            print(f"worker in a {kind:7}, generating back to back, 256 frames: {r}", flush=True)
+            results[f"{kind}_xruns"] = r["xruns"]
+            results[f"{kind}_callback_p99"] = r["callback_p99"]
+        worker = GenerationWorker("process")
+        worker.start()
+        r128 = live_run(device, decks, worker, 128, args.compare_seconds, 10.0)
+        print(f"process worker, a generation every 10 s, 128 frames: {r128}", flush=True)
+        soak = live_run(device, decks, worker, 256, args.minutes * 60, 10.0)
+        print(f"process worker, a generation every 10 s, 256 frames: {soak}", flush=True)
+        worker.stop()
+        latency, latency_max = trigger_latency(device, decks)
+        print(f"trigger to audible (quantize off): median {latency:.1f} ms, max "
+              f"{latency_max:.1f} ms", flush=True)
+    results.update({
+        "xruns": soak["xruns"], "run_seconds": soak["seconds"],
+        "callback_median_fraction_256": soak["callback_median"],
+        "callback_p99_fraction_256": soak["callback_p99"],
+        "callback_max_fraction_256": soak["callback_max"],
+        "callback_p99_fraction_128": r128["callback_p99"], "xruns_128": r128["xruns"],
+        "trigger_latency_ms": round(latency, 2), "transitions": soak["transitions"],
+        "generations": soak["generations"]})
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
