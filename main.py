@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from analysis.audio import AudioLoadError
-from analysis.beats import BEATS_PER_BAR
+from analysis.beats import BEATS_PER_BAR, PHRASE_BARS
 from analysis.cache import default_cache_dir
 from analysis.separation import SEPARATORS, get_separator
 from analysis.synth import render_track
@@ -30,7 +30,6 @@ from effects.params import STEMS
 from engine.backends import (AudioDeviceError, AudioOutput, Cue, output_devices,
                              render_offline)
 from engine.config import EngineConfig
-from engine.deck import PHRASE_BARS
 from engine.engine import Engine
 from engine.recorder import Recorder
 from engine.worker import GenerationWorker
@@ -98,7 +97,7 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
 
 
 async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Path | None,
-                   demo: bool, seconds: float | None) -> int:
+                   auto_trigger: int | None, seconds: float | None) -> int:
     worker = GenerationWorker(config.worker, config.checkpoint, config.model_device,
                               config.worker_threads)
     worker.start()
@@ -122,7 +121,7 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
     print("Enter: transition  |  a: abort  |  h: hold/release  |  r: regenerate  |  "
           "1-8: candidate  |  q: quit")
     output.start()
-    started, auto_done, held = time.monotonic(), False, False
+    started, auto_done, held, playing_a = time.monotonic(), False, False, False
     try:
         while True:
             for message in engine.poll():
@@ -144,10 +143,12 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
                 else:
                     print(f"\r{engine.trigger():<120}")
             status = engine.core.status
-            if not status.playing[0] and engine.tracks[0] is not None and status.clock == 0:
-                engine.play(0)
-            if demo and not auto_done and engine.tracks[1] is not None and engine.plan and \
-                    engine.plan.transitions and status.beats[0] >= 8 * BEATS_PER_BAR:
+            if not playing_a and engine.tracks[0] is not None:
+                engine.play(0)  # deck A starts as soon as it is loaded
+                playing_a = True
+            if auto_trigger is not None and not auto_done and engine.tracks[1] is not None \
+                    and engine.plan and engine.plan.transitions \
+                    and status.beats[0] >= (auto_trigger - 1) * BEATS_PER_BAR:
                 print(f"\r{engine.trigger():<120}")
                 auto_done = True
             sys.stdout.write("\r" + engine.status_line(output.load_percentiles(),
@@ -197,6 +198,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--transition-at", type=int, metavar="BAR",
                    help="bar of deck A where the rendered transition starts (default: where a DJ "
                         "would mix out)")
+    p.add_argument("--auto-trigger", type=int, metavar="BAR",
+                   help="trigger the transition by itself when deck A reaches BAR (the demo: 9)")
     p.add_argument("--record", type=Path, metavar="FILE", help="record what is played (live)")
     p.add_argument("--seconds", type=float, help="stop the live engine after this long")
     p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
@@ -257,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         return render_mix(config, deck_a, deck_b, args.render, args.transition_at,
                           args.block_size)
     try:
-        return asyncio.run(run_live(config, deck_a, deck_b, args.record, demo, args.seconds))
+        auto = args.auto_trigger if args.auto_trigger is not None else (9 if demo else None)
+        return asyncio.run(run_live(config, deck_a, deck_b, args.record, auto, args.seconds))
     except KeyboardInterrupt:
         return 0
 

@@ -17,6 +17,7 @@ from .audio import ANALYSIS_RATE, analysis_mono
 
 HOP = 256  # 11.6 ms onset frames at ANALYSIS_RATE
 BEATS_PER_BAR = 4
+PHRASE_BARS = 8  # bars of a phrase in dance music (the unit DJs mix in)
 # A tempo range one octave wide: any BPM has exactly one octave in it, so the tracker's half- or
 # double-time answers fold back. 88-176 holds the 90-175 BPM of house, techno and drum & bass.
 DEFAULT_BPM_RANGE = (88.0, 176.0)

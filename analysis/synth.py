@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .beats import PHRASE_BARS
 from .key import PITCH_CLASSES
 
 
@@ -21,7 +22,6 @@ _MINOR = (0, 2, 3, 5, 7, 8, 10)
 # one of the six structure labels the model knows.
 SECTION_STEMS = {"intro": (1, 1, 0, 0), "drop": (1, 1, 1, 1), "bridge": (0, 0, 1, 1),
                  "outro": (1, 1, 0, 0)}
-PHRASE_BARS = 8
 # Scale degrees of the chord roots, one chord per bar, opening and closing on the tonic so that
 # the key is audible: I-IV-V-I (major), i-VI-VII-i (minor). (Rotations of one loop, such as
 # I-V-vi-IV against i-VI-III-VII, would hold a key and its relative in equal measure.)

@@ -16,7 +16,6 @@ from numba import njit
 from analysis.beats import BEATS_PER_BAR, BeatGrid
 from analysis.track import TrackAnalysis
 
-PHRASE_BARS = 8
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.beats import BEATS_PER_BAR
+from analysis.beats import BEATS_PER_BAR, PHRASE_BARS
 from analysis.track import analyze
 from effects.params import PARAM_INDEX, PARAM_NAMES
 
 from . import core as c
 from .config import EngineConfig, Quantize
-from .deck import PHRASE_BARS, Track, track_from_analysis
+from .deck import Track, track_from_analysis
 from .transition import Scheduled, Transition, next_start
 from .worker import (AnalyzeRequest, GenerateRequest, Generator, GenerationWorker, Result,
                      policy_transitions)
@@ -291,6 +291,7 @@ class Engine:
     def _result(self, result: Result) -> None:
         if result.serial == -1:
             self.model_note = result.error or f"model on {result.extra.get('device', '?')}"
+            self.messages.add(self.model_note)
             return
         if result.serial in self.loading:
             path = self.loading.pop(result.serial)

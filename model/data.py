@@ -33,7 +33,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from analysis.audio import AudioLoadError
+from analysis.audio import AUDIO_SUFFIXES, AudioLoadError
 from analysis.beats import BEATS_PER_BAR
 from analysis.cache import AnalysisCache
 from analysis.features import FRAMES_PER_BEAT, frame_rms
@@ -46,7 +46,6 @@ from .policy import PHRASE_BARS, STYLES, choose_bars, choose_style, plan_transit
 
 FORMAT_VERSION = 1
 FRAMES_PER_BAR = FRAMES_PER_BEAT * BEATS_PER_BAR
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 # Vocals count as present in a bar within this many dB of the track's loudest vocal bar: above the
 # DSP separator's leakage of the other stems into the vocal stem.
 VOCALS_WITHIN_DB = 15.0

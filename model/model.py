@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import ConditioningEncoder, TrackFeatures, sinusoidal_positions
@@ -47,11 +48,41 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada[1].weight)  # adaLN-Zero: every block starts as the identity
         nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def _projections(self) -> tuple[torch.Tensor, ...]:
+        a = self.cross
+        if a._qkv_same_embed_dim:
+            wq, wk, wv = a.in_proj_weight.chunk(3)
+        else:
+            wq, wk, wv = a.q_proj_weight, a.k_proj_weight, a.v_proj_weight
+        bq, bk, bv = a.in_proj_bias.chunk(3)
+        return wq, wk, wv, bq, bk, bv
+
+    def cross_keys_values(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-attention's keys and values [B, heads, L, d_head]: they depend on the
+        conditioning only, so a sampling run computes them once instead of at every step."""
+        _, wk, wv, _, bk, bv = self._projections()
+        heads = self.cross.num_heads
+        batch, length, _ = cond.shape
+        k = F.linear(cond, wk, bk).view(batch, length, heads, -1).transpose(1, 2)
+        v = F.linear(cond, wv, bv).view(batch, length, heads, -1).transpose(1, 2)
+        return k, v
+
+    def _cross(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        # nn.MultiheadAttention's computation, written out so that the keys and values can be
+        # reused (same parameters, so checkpoints are unaffected).
+        wq, _, _, bq, _, _ = self._projections()
+        k, v = kv
+        batch, frames, _ = x.shape
+        q = F.linear(x, wq, bq).view(batch, frames, k.shape[1], -1).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, frames, -1)
+        return self.cross.out_proj(out)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(t).chunk(6, dim=-1)
         h = modulate(self.norm1(x), shift1, scale1)
         x = x + gate1[:, None] * self.attn(h, h, h, need_weights=False)[0]
-        x = x + self.cross(self.norm_cross(x), cond, cond, need_weights=False)[0]
+        x = x + self._cross(self.norm_cross(x), kv or self.cross_keys_values(cond))
         h = modulate(self.norm2(x), shift2, scale2)
         return x + gate2[:, None] * self.ff(h)
 
@@ -74,16 +105,21 @@ class Denoiser(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """``kv``: every block's cross-attention keys and values for ``cond`` (cross_kv)."""
         # The conditioning holds one token per beat of each deck: frame i sits at beat
         # i * beats / frames, whatever the transition's length.
         beats = torch.arange(x.shape[1], device=x.device) * (cond.shape[1] / 2 / x.shape[1])
         h = self.input(x) + sinusoidal_positions(beats, self.input.out_features)
         temb = self.time(timestep_embedding(t, self.input.out_features))
-        for block in self.blocks:
-            h = block(h, temb, cond)
+        for i, block in enumerate(self.blocks):
+            h = block(h, temb, cond, kv[i] if kv is not None else None)
         shift, scale = self.final_ada(temb).chunk(2, dim=-1)
         return self.output(modulate(self.final_norm(h), shift, scale))
+
+    def cross_kv(self, cond: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [block.cross_keys_values(cond) for block in self.blocks]
 
 
 class TransitionDiffusion(nn.Module):
@@ -160,15 +196,15 @@ class TransitionDiffusion(nn.Module):
     def ddim(self, x: torch.Tensor, timesteps: list[int], cond: torch.Tensor,
              guidance: float) -> torch.Tensor:
         """Deterministic DDIM (eta = 0) from x at timesteps[0] down through ``timesteps``."""
-        null = self.null_condition.expand_as(cond)
+        if guidance != 1.0:  # conditional and unconditional in one batch
+            cond = torch.cat([cond, self.null_condition.expand_as(cond)])
+        kv = self.denoiser.cross_kv(cond)
         for i, t in enumerate(timesteps):
             tt = torch.full((x.shape[0],), t, device=x.device)
             if guidance == 1.0:
-                eps = self.denoiser(x, tt, cond)
+                eps = self.denoiser(x, tt, cond, kv)
             else:
-                # Conditional and unconditional in one batch.
-                both = self.denoiser(torch.cat([x, x]), torch.cat([tt, tt]),
-                                     torch.cat([cond, null]))
+                both = self.denoiser(torch.cat([x, x]), torch.cat([tt, tt]), cond, kv)
                 eps_cond, eps_null = both.chunk(2)
                 eps = eps_null + guidance * (eps_cond - eps_null)
             a = self.alpha_bar[t]

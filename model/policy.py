@@ -22,12 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.beats import BEATS_PER_BAR
+from analysis.beats import BEATS_PER_BAR, PHRASE_BARS
 from analysis.key import compatible
 from effects.params import PARAM_INDEX, STEMS, neutral_frame
 
 STYLES = ("blend", "filter", "echo_out", "cut")
-PHRASE_BARS = 8
 
 
 @dataclass(frozen=True)

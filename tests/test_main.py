@@ -46,3 +46,28 @@ def test_main_analyzes_a_file_and_reports_bad_input_in_one_line(tmp_path, capsys
     assert main.main(["--analyze", str(path), "--separator", "demucs",
                       "--demucs-weights", str(tmp_path / "none")]) == 1
     assert "htdemucs.json: no such file" in capsys.readouterr().err
+
+
+def test_main_live_on_jack_plays_records_and_transitions(tmp_path, capsys, monkeypatch,
+                                                        jack_server):
+    """The live command end to end: worker process, PortAudio stream on JACK, auto trigger,
+    recording; the recording holds every frame played."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    decks = []
+    for name, seed, tonic in (("a", 31, 9), ("b", 32, 0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        track = render_track(seed=seed, bpm=128.0, tonic=tonic, mode="minor", bars=12)
+        for stem, audio in zip(("drums", "bass", "vocals", "other"), track.stems):
+            sf.write(folder / f"{stem}.wav", audio.T, 44100)
+        decks.append(folder)
+    record = tmp_path / "live.wav"
+    code = main.main(["--deck-a", str(decks[0]), "--deck-b", str(decks[1]), "--device",
+                      str(jack_server), "--record", str(record), "--bars", "2",
+                      "--auto-trigger", "3", "--seconds", "16", "--steps", "5"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "transition started" in out and "transition finished" in out
+    played = int(out.split("recorded ")[1].split(" of ")[1].split(" frames")[0])
+    assert sf.info(record).frames == played > 10 * 44100
+    assert "dropped" not in out

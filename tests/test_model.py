@@ -131,3 +131,16 @@ def test_bad_features_are_clear_errors(small):
         small.loss(torch.full((1, 16, 52), float("nan")), good, good)
     with pytest.raises(ValueError, match="unknown config 'huge'"):
         get_config("huge")
+
+
+def test_cached_cross_attention_is_multihead_attention(small):
+    """Sampling reuses the cross-attention's keys and values; it must compute what
+    nn.MultiheadAttention computes with the same parameters."""
+    model = create_model(get_config("small"))
+    randomize_zero_init(model)
+    block = model.denoiser.blocks[0]
+    x = torch.randn(2, 64, block.norm1.normalized_shape[0])
+    cond = torch.randn(2, 40, model.config.model.condition_dim)
+    reference = block.cross(x, cond, cond, need_weights=False)[0]
+    cached = block._cross(x, block.cross_keys_values(cond))
+    torch.testing.assert_close(cached, reference, atol=1e-5, rtol=1e-4)
