@@ -26,6 +26,7 @@ from analysis.cache import default_cache_dir
 from analysis.separation import SEPARATORS, get_separator
 from analysis.synth import render_track
 from analysis.track import AnalysisError, analyze
+from controllers.osc import DEFAULT_PORT, FEEDBACK_PORT, OSCServer
 from effects.params import STEMS
 from engine.backends import (AudioDeviceError, AudioOutput, Cue, output_devices,
                              render_offline)
@@ -97,7 +98,8 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
 
 
 async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Path | None,
-                   auto_trigger: int | None, seconds: float | None) -> int:
+                   auto_trigger: int | None, seconds: float | None,
+                   osc: OSCServer | None = None) -> int:
     worker = GenerationWorker(config.worker, config.checkpoint, config.model_device,
                               config.worker_threads)
     worker.start()
@@ -115,6 +117,11 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
     engine.load(0, deck_a)
     engine.load(1, deck_b)
     loop = asyncio.get_running_loop()
+    if osc is not None:
+        osc.engine = engine
+        await osc.start()
+        feedback = asyncio.create_task(osc.feedback_loop(engine.feedback_state))
+        print(f"OSC on {osc.host}:{osc.port}")
     triggers: asyncio.Queue[str] = asyncio.Queue()
     if sys.stdin.isatty():
         loop.add_reader(sys.stdin, lambda: triggers.put_nowait(sys.stdin.readline().strip()))
@@ -161,6 +168,9 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
                 return 0
             await asyncio.sleep(0.1)
     finally:
+        if osc is not None:
+            feedback.cancel()
+            osc.close()
         output.stop()
         worker.stop()
         print()
@@ -216,6 +226,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--worker", choices=("process", "thread"), default="process")
     p.add_argument("--separator", choices=SEPARATORS, default="dsp",
                    help="stem separator for tracks given as one file")
+    p.add_argument("--osc", type=int, nargs="?", const=DEFAULT_PORT, metavar="PORT",
+                   help=f"listen for OSC on PORT (default {DEFAULT_PORT})")
+    p.add_argument("--osc-host", default="127.0.0.1",
+                   help="address to listen on; anything but loopback needs --osc-allow")
+    p.add_argument("--osc-allow", nargs="*", default=[], metavar="IP",
+                   help="client addresses allowed to control the engine")
+    p.add_argument("--osc-feedback", nargs="*", default=[], metavar="HOST:PORT",
+                   help=f"send state to these clients (TouchOSC listens on {FEEDBACK_PORT})")
     p.add_argument("--analyze", type=Path, metavar="TRACK",
                    help="analyse a track, print tempo, key and sections, and exit")
     p.add_argument("--demucs-weights", type=Path, metavar="DIR",
@@ -261,7 +279,15 @@ def main(argv: list[str] | None = None) -> int:
                           args.block_size)
     try:
         auto = args.auto_trigger if args.auto_trigger is not None else (9 if demo else None)
-        return asyncio.run(run_live(config, deck_a, deck_b, args.record, auto, args.seconds))
+        osc = None
+        if args.osc is not None:
+            feedback = [(h, int(p)) for h, p in (x.rsplit(":", 1) for x in args.osc_feedback)]
+            osc = OSCServer(None, args.osc_host, args.osc, tuple(args.osc_allow), feedback)
+        return asyncio.run(run_live(config, deck_a, deck_b, args.record, auto, args.seconds,
+                                    osc))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
 

@@ -337,3 +337,19 @@ class Engine:
             parts.append(f"load {load[0]:.0%}/{load[1]:.0%} p99")
         parts.append(f"xruns {xruns}")
         return " | ".join(parts)
+
+    def feedback_state(self) -> dict[str, float | int | str]:
+        """What controllers show: play states, bar and beat (for a blinking beat LED), the
+        transition's phase and progress (0..1), length and candidate."""
+        s = self.core.status
+        state: dict[str, float | int | str] = {}
+        for d, name in enumerate("ab"):
+            state[f"/deck/{name}/playing"] = int(s.playing[d])
+            state[f"/deck/{name}/bar"] = int(s.beats[d] // BEATS_PER_BAR) + 1
+        state["/beat"] = int(s.beats[s.on_air] % BEATS_PER_BAR) + 1
+        state["/transition/phase"] = s.phase
+        state["/transition/progress"] = round(s.progress / s.length, 3) if s.length else 0.0
+        state["/transition/bars"] = self.bars
+        state["/transition/candidate"] = self.candidate + 1
+        state["/transition/ready"] = len(self.plan.transitions) if self.plan else 0
+        return state

@@ -224,12 +224,13 @@ def _read_resume(path: Path) -> dict:
     return state
 
 
-def export(run_dir: Path, target: Path, command: str) -> Path:
+def export(run_dir: Path, target: Path) -> Path:
     """The run's best weights in fp16 at ``target``, with how they were made beside them."""
     model = load_model(run_dir / "best.safetensors")
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    commands = (run_dir / "commands.txt").read_text().strip()
     best = min(records, key=lambda r: r["best_val_loss"])
-    notes = {"command": command, "steps": str(records[-1]["step"]),
+    notes = {"command": commands, "steps": str(records[-1]["step"]),
              "final_train_loss": str(records[-1]["train_loss"]),
              "best_val_loss": str(best["best_val_loss"])}
     save_model(model, target, half=True, notes=notes)
@@ -262,11 +263,13 @@ def main(argv: list[str] | None = None) -> int:
                                      ("checkpoint_every", args.checkpoint_every),
                                      ("seed", args.seed)) if v is not None}
         config = config.model_copy(update={"train": config.train.model_copy(update=updates)})
+        args.output.mkdir(parents=True, exist_ok=True)
+        with (args.output / "commands.txt").open("a") as f:  # every stage of the run
+            f.write("python -m model.training " + shlex.join(argv or sys.argv[1:]) + "\n")
         train(args.data, args.output, config, steps=args.steps, resume=args.resume,
               device=args.device)
         if args.export:
-            command = "python -m model.training " + shlex.join(argv or sys.argv[1:])
-            export(args.output, args.export, command)
+            export(args.output, args.export)
     except (DatasetError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -71,3 +71,37 @@ def test_main_live_on_jack_plays_records_and_transitions(tmp_path, capsys, monke
     played = int(out.split("recorded ")[1].split(" of ")[1].split(" frames")[0])
     assert sf.info(record).frames == played > 10 * 44100
     assert "dropped" not in out
+
+
+def test_render_works_on_other_rates_and_a_drumless_intro(tmp_path, capsys, monkeypatch):
+    """Real tracks are not the generator's: other sample rates, an intro without drums."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    paths = []
+    for name, seed, rate in (("a.wav", 41, 48000), ("b.flac", 42, 22050)):
+        track = render_track(seed=seed, bpm=122.0, tonic=4, mode="minor", bars=24,
+                             sample_rate=rate)
+        stems = track.stems.copy()
+        stems[0, :, : int(8 * 4 * 60 / 122 * rate)] = 0.0  # eight bars without drums
+        sf.write(tmp_path / name, stems.sum(axis=0).T, rate)
+        paths.append(tmp_path / name)
+    out = tmp_path / "mix.wav"
+    assert main.main(["--deck-a", str(paths[0]), "--deck-b", str(paths[1]), "--render",
+                      str(out), "--bars", "4", "--steps", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "122.0 BPM" in text and "transition finished" in text
+    mix, sr = sf.read(out)
+    assert sr == 44100 and mix.shape[0] / sr > 60
+
+
+def test_a_deck_that_fails_to_load_is_named_and_the_other_plays(tmp_path, capsys,
+                                                                monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    good = tmp_path / "good.wav"
+    sf.write(good, render_track(seed=5, bars=12).mix.T, 44100)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt junk")
+    assert main.main(["--deck-a", str(good), "--deck-b", str(broken), "--render",
+                      str(tmp_path / "mix.wav")]) == 1
+    captured = capsys.readouterr()
+    assert "deck B: " in captured.out and "broken.wav" in captured.out
+    assert "deck A: good.wav" in captured.out

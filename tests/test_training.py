@@ -92,7 +92,8 @@ def test_resuming_continues_the_same_run_exactly(dataset, tmp_path):
     log_b = [json.loads(x) for x in (split / "log.jsonl").read_text().splitlines()]
     assert [r["val_loss"] for r in log_a] == [r["val_loss"] for r in log_b]
     # The shipped form: fp16 weights with how they were made, loadable by load_model.
-    target = export(straight, tmp_path / "ship" / "t.safetensors", "python -m model.training x")
+    (straight / "commands.txt").write_text("python -m model.training x\n")
+    target = export(straight, tmp_path / "ship" / "t.safetensors")
     model = load_model(target)
     record = json.loads(target.with_suffix(".json").read_text())
     assert record["command"] == "python -m model.training x" and record["steps"] == "4"
