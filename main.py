@@ -26,8 +26,10 @@ from analysis.cache import default_cache_dir
 from analysis.separation import SEPARATORS, get_separator
 from analysis.synth import render_track
 from analysis.track import AnalysisError, analyze
+from controllers.mapping import load_mapping
+from controllers.midi import MidiController, MidiInput
 from controllers.osc import DEFAULT_PORT, FEEDBACK_PORT, OSCServer
-from effects.params import STEMS
+from effects.params import PARAM_NAMES, STEMS
 from engine.backends import (AudioDeviceError, AudioOutput, Cue, output_devices,
                              render_offline)
 from engine.config import EngineConfig
@@ -35,6 +37,7 @@ from engine.engine import Engine
 from engine.recorder import Recorder
 from engine.worker import GenerationWorker
 
+PRESETS = Path(__file__).resolve().parent / "presets"
 DEMO = ({"seed": 1, "bpm": 124.0, "tonic": 9, "mode": "minor", "bars": 48},
         {"seed": 2, "bpm": 126.0, "tonic": 0, "mode": "major", "bars": 48})
 
@@ -51,6 +54,15 @@ def demo_tracks(sample_rate: int) -> tuple[Path, Path]:
                 sf.write(folder / f"{stem}.flac", audio.T, sample_rate, subtype="PCM_24")
         paths.append(folder)
     return paths[0], paths[1]
+
+
+def preset_for(port: str) -> Path:
+    """The preset whose ``port`` occurs in the given port name, else the generic mapping."""
+    for path in sorted(PRESETS.glob("*.yaml")):
+        mapping = load_mapping(path)
+        if mapping.port and port and mapping.port.lower() in port.lower():
+            return path
+    return PRESETS / "generic.yaml"
 
 
 def mix_out_bar(engine: Engine, transition_at: int | None) -> int:
@@ -99,7 +111,7 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
 
 async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Path | None,
                    auto_trigger: int | None, seconds: float | None,
-                   osc: OSCServer | None = None) -> int:
+                   osc: OSCServer | None = None, midi: MidiInput | None = None) -> int:
     worker = GenerationWorker(config.worker, config.checkpoint, config.model_device,
                               config.worker_threads)
     worker.start()
@@ -122,6 +134,9 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
         await osc.start()
         feedback = asyncio.create_task(osc.feedback_loop(engine.feedback_state))
         print(f"OSC on {osc.host}:{osc.port}")
+    if midi is not None:
+        midi.controller.engine = engine
+        next_scan = 0.0
     triggers: asyncio.Queue[str] = asyncio.Queue()
     if sys.stdin.isatty():
         loop.add_reader(sys.stdin, lambda: triggers.put_nowait(sys.stdin.readline().strip()))
@@ -149,6 +164,16 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
                     engine.select(int(key) - 1)
                 else:
                     print(f"\r{engine.trigger():<120}")
+            if midi is not None:
+                if time.monotonic() >= next_scan:  # hot-plug: look for the controller again
+                    for name in midi.scan(loop):
+                        print(f"\rMIDI: {name} ({midi.controller.mapping.name})")
+                    if midi.error:
+                        print(f"\r{midi.error}", file=sys.stderr)
+                        midi = None
+                        continue
+                    next_scan = time.monotonic() + 2.0
+                midi.send_feedback(engine.feedback_state())
             status = engine.core.status
             if not playing_a and engine.tracks[0] is not None:
                 engine.play(0)  # deck A starts as soon as it is loaded
@@ -171,6 +196,8 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
         if osc is not None:
             feedback.cancel()
             osc.close()
+        if midi is not None:
+            midi.close()
         output.stop()
         worker.stop()
         print()
@@ -234,6 +261,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="client addresses allowed to control the engine")
     p.add_argument("--osc-feedback", nargs="*", default=[], metavar="HOST:PORT",
                    help=f"send state to these clients (TouchOSC listens on {FEEDBACK_PORT})")
+    p.add_argument("--midi", nargs="?", const="", metavar="NAME",
+                   help="take MIDI from input ports whose name contains NAME (all without)")
+    p.add_argument("--midi-map", type=Path, metavar="FILE",
+                   help="mapping file (default: the preset for the port's name, else "
+                        "presets/generic.yaml)")
     p.add_argument("--analyze", type=Path, metavar="TRACK",
                    help="analyse a track, print tempo, key and sections, and exit")
     p.add_argument("--demucs-weights", type=Path, metavar="DIR",
@@ -283,9 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.osc is not None:
             feedback = [(h, int(p)) for h, p in (x.rsplit(":", 1) for x in args.osc_feedback)]
             osc = OSCServer(None, args.osc_host, args.osc, tuple(args.osc_allow), feedback)
+        midi = None
+        if args.midi is not None:
+            mapping = load_mapping(args.midi_map or preset_for(args.midi), PARAM_NAMES)
+            midi = MidiInput(MidiController(None, mapping), args.midi or None)
         return asyncio.run(run_live(config, deck_a, deck_b, args.record, auto, args.seconds,
-                                    osc))
-    except ValueError as err:
+                                    osc, midi))
+    except (ValueError, OSError) as err:  # a mapping file, an OSC address, a MIDI port
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -47,6 +47,7 @@ class Transport:
     playing: bool | None = None
     rate: float | None = None
     seek_beat: float | None = None
+    nudge_beats: float = 0.0  # relative move (a jog wheel), added to the position
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class EngineCore:
         self._playing = [False, False]
         self._on_air = 0
         self._manual = neutral_frame(crossfader=0.0)
-        self._frame = np.empty(N_PARAMS, dtype=np.float32)
+        self._frame = self._manual.copy()
         self._curves: np.ndarray | None = None
         self._scheduled: Scheduled | None = None
         self._phase = "idle"
@@ -133,6 +134,11 @@ class EngineCore:
         self.status = self._snapshot()
         # Load the compiled reader now: the first call in a process would do it in the callback.
         read_stems(np.zeros((4, 2, 4), np.float32), 0.0, 1.0, self._stems[0, :, :, :1])
+
+    @property
+    def frame(self) -> np.ndarray:
+        """A copy of the parameter frame of the last control block."""
+        return self._frame.copy()
 
     def send(self, command: Command) -> None:
         """Queue a command for the next control block (any thread; never blocks)."""
@@ -264,6 +270,9 @@ class EngineCore:
             if c.seek_beat is not None and self._tracks[c.deck] is not None:
                 self._pos[c.deck] = self._tracks[c.deck].position_of(c.seek_beat,
                                                                      self.sample_rate)
+            if c.nudge_beats and self._tracks[c.deck] is not None:
+                grid = self._tracks[c.deck].grid
+                self._pos[c.deck] += c.nudge_beats * grid.beat_period * self.sample_rate
             if c.playing is not None:
                 self._playing[c.deck] = c.playing and self._tracks[c.deck] is not None
         elif isinstance(c, Schedule):

@@ -136,12 +136,23 @@ class Engine:
     def seek(self, deck: int | str, beat: float) -> None:
         self.core.send(c.Transport(deck_index(deck), seek_beat=float(beat)))
 
+    def nudge(self, deck: int | str, beats: float) -> None:
+        """Move a deck's position by ``beats`` (a jog wheel; negative is back)."""
+        self.core.send(c.Transport(deck_index(deck), nudge_beats=float(beats)))
+
     def tempo(self, deck: int | str, rate: float) -> None:
         """Playback rate (1.0 = the track's own tempo), within ±50 %."""
         self.core.send(c.Transport(deck_index(deck), rate=float(np.clip(rate, 0.5, 1.5))))
 
     def sync(self, deck: int | str) -> None:
         self.core.send(c.Sync(deck_index(deck)))
+
+    parameter_names = PARAM_NAMES
+
+    def param_value(self, param: int | str) -> float:
+        """A parameter's value in the frame last played."""
+        index = PARAM_INDEX[param] if isinstance(param, str) else int(param)
+        return float(self.core.frame[index])
 
     def set_param(self, param: int | str, value: float) -> None:
         """One of the 52 parameters by hand (during a transition: soft takeover)."""

@@ -1,0 +1,249 @@
+"""MIDI controllers through mido + python-rtmidi: messages -> engine commands by a mapping file,
+and engine state -> LEDs.
+
+rtmidi calls back on its own thread; every message is handed to the asyncio loop with
+``call_soon_threadsafe`` and handled there, like OSC. Decoding covers what real controllers
+send: 14-bit CC pairs (MSB and LSB in either order), relative encoders, note-on with velocity 0
+as a release, a Shift layer, inverted controls, and soft takeover for continuous controls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import mido
+
+from .mapping import BARS_CHOICES, Control, Mapping
+
+log = logging.getLogger("automix.midi")
+
+CONTINUOUS = {"param", "filter", "tempo", "bars"}
+# A continuous control is picked up when it comes this close to the engine's value or crosses it.
+PICKUP = 0.03
+
+
+@dataclass
+class _ControlState:
+    msb: int = 0
+    lsb: int = 0
+    last: float | None = None  # the last position received
+    engaged: bool = False  # soft takeover: the control has reached the engine's value
+
+
+@dataclass
+class MidiController:
+    """Translates one controller's messages for ``engine`` (the command API)."""
+
+    engine: Any
+    mapping: Mapping
+    shift: bool = False
+    handled: int = 0
+    ignored: int = 0
+    _state: dict[int, _ControlState] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # (kind, channel 0-based, number) -> indices of controls it feeds
+        self._index: dict[tuple[str, int, int], list[int]] = {}
+        for i, c in enumerate(self.mapping.controls):
+            self._index.setdefault((c.message, c.channel - 1, c.number), []).append(i)
+            if c.lsb is not None:
+                self._index.setdefault(("cc_lsb", c.channel - 1, c.lsb), []).append(i)
+            self._state[i] = _ControlState()
+        self._lit: dict[tuple[str, int, int], int] = {}
+
+    def handle(self, message: mido.Message) -> None:
+        """One incoming message (on the loop's thread)."""
+        if message.type in ("note_on", "note_off"):
+            pressed = message.type == "note_on" and message.velocity > 0
+            hits = [(i, 127 if pressed else 0, False)
+                    for i in self._index.get(("note", message.channel, message.note), [])]
+        elif message.type == "control_change":
+            key = (message.channel, message.control)
+            hits = [(i, message.value, False) for i in self._index.get(("cc", *key), [])]
+            hits += [(i, message.value, True) for i in self._index.get(("cc_lsb", *key), [])]
+        else:
+            hits = []
+        acted = False
+        for i, value, is_lsb in hits:
+            control = self.mapping.controls[i]
+            if control.command != "shift" and control.shift is not None \
+                    and control.shift != self.shift:
+                continue
+            try:
+                self._apply(i, control, value, is_lsb)
+                acted = True
+            except (ValueError, KeyError) as err:
+                log.warning("MIDI %s: %s", control.command, err)
+        if acted:
+            self.handled += 1
+        else:
+            self.ignored += 1
+
+    def _apply(self, i: int, c: Control, raw: int, is_lsb: bool) -> None:
+        e = self.engine
+        if c.command == "shift":
+            self.shift = raw > 0
+            return
+        if c.encoding != "absolute":
+            steps = raw - 64 if c.encoding == "offset64" else (raw - 128 if raw >= 64 else raw)
+            self._relative(i, c, -steps if c.invert else steps)
+            return
+        value = self._position(i, c, raw, is_lsb)
+        if c.command in CONTINUOUS:
+            if c.soft_takeover and not self._picked_up(i, c, value):
+                return
+            if c.command == "param":
+                for name in self._targets(c):
+                    e.set_param(name, value)
+            elif c.command == "filter":
+                # One knob: left of centre closes the lowpass, right of centre opens the highpass.
+                for stem in ("drums", "bass", "vocals", "other"):
+                    e.set_param(f"{c.deck}_{stem}_lowpass", min(1.0, 2.0 * value))
+                    e.set_param(f"{c.deck}_{stem}_highpass", max(0.0, 2.0 * value - 1.0))
+            elif c.command == "tempo":
+                e.tempo(c.deck, 1.0 + 0.16 * (value - 0.5))
+            else:
+                e.set_bars(BARS_CHOICES[min(int(value * len(BARS_CHOICES)), 3)])
+            return
+        pressed = value >= 0.5
+        if c.command == "hold":  # momentary: held while the button is down
+            e.hold(pressed)
+        elif not pressed:
+            return
+        elif c.command == "play":
+            e.play(c.deck, not e.core.status.playing["ab".index(c.deck)])
+        elif c.command == "candidate":
+            n = len(e.plan.transitions) if e.plan and e.plan.transitions else 1
+            e.select((e.candidate + 1) % n)
+        else:
+            {"cue": lambda: e.cue(c.deck), "sync": lambda: e.sync(c.deck),
+             "trigger": e.trigger, "abort": e.abort, "regenerate": e.regenerate}[c.command]()
+
+    def _position(self, i: int, c: Control, raw: int, is_lsb: bool) -> float:
+        s = self._state[i]
+        if c.lsb is None:
+            value = raw / 127.0
+        else:  # either half updates the pair; the other keeps its last value
+            if is_lsb:
+                s.lsb = raw
+            else:
+                s.msb = raw
+            value = ((s.msb << 7) | s.lsb) / 16383.0
+        return 1.0 - value if c.invert else value
+
+    def _picked_up(self, i: int, c: Control, value: float) -> bool:
+        s = self._state[i]
+        if not s.engaged:
+            current = self._current(c)
+            crossed = s.last is not None and (s.last - current) * (value - current) <= 0
+            s.engaged = current is None or abs(value - current) <= PICKUP or crossed
+        s.last = value
+        return s.engaged
+
+    def _targets(self, c: Control) -> list[str]:
+        return fnmatch.filter(self.engine.parameter_names, c.target)
+
+    def _current(self, c: Control) -> float | None:
+        if c.command == "param":
+            return self.engine.param_value(self._targets(c)[0])
+        if c.command == "filter":
+            lowpass = self.engine.param_value(f"{c.deck}_drums_lowpass")
+            highpass = self.engine.param_value(f"{c.deck}_drums_highpass")
+            return lowpass / 2.0 if lowpass < 1.0 else 0.5 + highpass / 2.0
+        if c.command == "tempo":
+            rate = self.engine.core.status.rates["ab".index(c.deck)]
+            return (rate - 1.0) / 0.16 + 0.5
+        return None
+
+    def _relative(self, i: int, c: Control, steps: int) -> None:
+        e = self.engine
+        if c.command == "jog":  # a jog wheel nudges the position, a 64th of a beat a step
+            e.nudge(c.deck, steps / 64.0)
+        elif c.command == "param":
+            # Steps add up here: several can arrive before the engine's next block shows them.
+            s = self._state[i]
+            start = s.last if s.last is not None else e.param_value(self._targets(c)[0])
+            s.last = min(1.0, max(0.0, start + steps * c.step))
+            for name in self._targets(c):
+                e.set_param(name, s.last)
+        elif c.command == "bars":
+            k = BARS_CHOICES.index(e.bars) if e.bars in BARS_CHOICES else 2
+            e.set_bars(BARS_CHOICES[min(max(k + (1 if steps > 0 else -1), 0), 3)])
+        elif c.command == "candidate":
+            n = len(e.plan.transitions) if e.plan and e.plan.transitions else 1
+            e.select((e.candidate + (1 if steps > 0 else -1)) % n)
+
+    def feedback_messages(self, state: dict[str, Any]) -> list[mido.Message]:
+        """LED messages for the states that changed since the last call."""
+        out = []
+        for f in self.mapping.feedback:
+            value = state.get(f.state)
+            lit = (value == f.equals) if f.equals is not None else bool(value)
+            velocity = f.on if lit else f.off
+            key = (f.message, f.channel - 1, f.number)
+            if self._lit.get(key) == velocity:
+                continue
+            self._lit[key] = velocity
+            if f.message == "note":
+                out.append(mido.Message("note_on", channel=f.channel - 1, note=f.number,
+                                        velocity=velocity))
+            else:
+                out.append(mido.Message("control_change", channel=f.channel - 1,
+                                        control=f.number, value=velocity))
+        return out
+
+
+def open_ports(backend: mido.Backend, name: str | None) -> list[str]:
+    """Input ports whose name contains ``name`` (all of them for None)."""
+    return [p for p in backend.get_input_names() if name is None or name.lower() in p.lower()]
+
+
+class MidiInput:
+    """Real ports: opens the matching inputs (and outputs for LEDs), re-scans for hot-plug."""
+
+    def __init__(self, controller: MidiController, name: str | None,
+                 backend: mido.Backend | None = None) -> None:
+        self.controller = controller
+        self.name = name
+        # MIDO_BACKEND picks the API as in mido, e.g. mido.backends.rtmidi/UNIX_JACK for JACK.
+        self.backend = backend or mido.Backend(os.environ.get("MIDO_BACKEND",
+                                                              "mido.backends.rtmidi"))
+        self.inputs: dict[str, Any] = {}
+        self.outputs: dict[str, Any] = {}
+        self.error = ""
+
+    def scan(self, loop: asyncio.AbstractEventLoop) -> list[str]:
+        """Open newly plugged matching ports, forget vanished ones; returns the new names.
+        A MIDI system that cannot be opened is reported in ``error``, not raised."""
+        try:
+            return self._scan(loop)
+        except Exception as err:  # noqa: BLE001 - rtmidi raises its own types, SystemError
+            self.error = f"MIDI unavailable ({type(err).__name__}: {err})"
+            return []
+
+    def _scan(self, loop: asyncio.AbstractEventLoop) -> list[str]:
+        names = open_ports(self.backend, self.name)
+        for gone in set(self.inputs) - set(names):
+            self.inputs.pop(gone).close()
+        new = [n for n in names if n not in self.inputs]
+        for n in new:
+            self.inputs[n] = self.backend.open_input(
+                n, callback=lambda m: loop.call_soon_threadsafe(self.controller.handle, m))
+        for n in self.backend.get_output_names():
+            if (self.name is None or self.name.lower() in n.lower()) and n not in self.outputs:
+                self.outputs[n] = self.backend.open_output(n)
+        return new
+
+    def send_feedback(self, state: dict[str, Any]) -> None:
+        for message in self.controller.feedback_messages(state):
+            for port in self.outputs.values():
+                port.send(message)
+
+    def close(self) -> None:
+        for port in (*self.inputs.values(), *self.outputs.values()):
+            port.close()

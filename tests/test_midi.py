@@ -1,0 +1,178 @@
+"""MIDI through real rtmidi ports on a JACK server (dummy driver): the presets' real byte
+sequences in, engine state and LED messages out; mapping files with clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+
+from analysis.synth import render_track
+from analysis.track import analyze_stems
+from controllers.mapping import MappingError, load_mapping
+from controllers.midi import MidiController, MidiInput
+from effects.params import PARAM_NAMES
+from engine.config import EngineConfig
+from engine.deck import track_from_analysis
+from engine.engine import Engine
+
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
+SR = 44100
+
+
+@pytest.fixture(scope="module")
+def tracks():
+    return [track_from_analysis(analyze_stems(render_track(seed=s, bars=8).stems, SR, str(s)))
+            for s in (61, 62)]
+
+
+def new_engine(tracks) -> Engine:
+    engine = Engine(EngineConfig(candidates=1, steps=2))
+    for deck, track in enumerate(tracks):
+        engine.put_track(deck, track)
+    return engine
+
+
+def settle(engine: Engine) -> None:
+    engine.core.process(np.zeros((2, 128), np.float32))
+
+
+def replay(jack_server, engine: Engine, preset: str, port: str, data: list[list[int]],
+           feedback: bool = False) -> tuple[MidiController, list[mido.Message]]:
+    """Send raw MIDI bytes from a virtual controller port into the engine's input; collect what
+    the engine sends back to the controller's LEDs."""
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    controller = MidiController(engine, load_mapping(PRESETS / preset, PARAM_NAMES))
+    hardware_out = backend.open_output(port, virtual=True)
+    leds: list[mido.Message] = []
+    hardware_in = backend.open_input(port + " LEDs", virtual=True, callback=leds.append)
+
+    async def scenario():
+        midi = MidiInput(controller, port, backend)
+        assert midi.scan(asyncio.get_running_loop()), "the controller's port was not found"
+        await asyncio.sleep(0.1)
+        for message in data:
+            hardware_out.send(mido.Message.from_bytes(message))
+            await asyncio.sleep(0.002)
+            settle(engine)
+        await asyncio.sleep(0.2)
+        settle(engine)
+        if feedback:
+            midi.send_feedback(engine.feedback_state())
+            await asyncio.sleep(0.2)
+        midi.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        hardware_out.close()
+        hardware_in.close()
+    return controller, leds
+
+
+def fourteen_bit(status: int, msb_cc: int, value: float, lsb_first: bool = False) -> list:
+    v = round(value * 16383)
+    pair = [[status, msb_cc, v >> 7], [status, msb_cc + 32, v & 127]]
+    return pair[::-1] if lsb_first else pair
+
+
+def test_ddj_400_bytes_drive_the_engine_and_light_its_leds(tracks, jack_server):
+    engine = new_engine(tracks)
+    # Crossfader swept up from the left (picked up at 0), stopping at 0.75.
+    sweep = [m for x in np.linspace(0.0, 0.75, 6) for m in fourteen_bit(0xB6, 0x1F, x)]
+    # Deck A's low EQ knob, LSB before MSB, turned down from the centre to 0.25.
+    eq = [m for x in np.linspace(0.5, 0.25, 4) for m in fourteen_bit(0xB0, 0x0F, x, True)]
+    play = [[0x91, 0x0B, 0x7F], [0x91, 0x0B, 0x00]]  # deck 2 PLAY: press, release (vel. 0)
+    jog = [[0xB0, 0x22, 0x41]] * 32  # deck 1 (stopped): 32 ticks forward, offset-64
+    controller, leds = replay(jack_server, engine, "ddj-400.yaml", "DDJ-400 test",
+                              sweep + eq + play + jog, feedback=True)
+    assert engine.param_value("crossfader") == pytest.approx(0.75, abs=1e-3)
+    for stem in ("drums", "bass", "vocals", "other"):
+        assert engine.param_value(f"a_{stem}_low_eq") == pytest.approx(0.25, abs=1e-3)
+    status = engine.core.status
+    assert status.playing == (False, True)
+    start = tracks[0].beat_at(0.0, SR)
+    assert status.beats[0] == pytest.approx(start + 32 / 64)  # a 64th of a beat a tick
+    assert controller.ignored == 0
+    # The play LED of deck 2 lit on the controller, deck 1's is off.
+    assert mido.Message("note_on", channel=1, note=0x0B, velocity=127) in leds
+    assert mido.Message("note_on", channel=0, note=0x0B, velocity=0) in leds
+
+
+def test_nanokontrol2_faders_and_transport(tracks, jack_server):
+    engine = new_engine(tracks)
+    fader = [[0xB0, 0x05, v] for v in (127, 100, 80, 64)]  # fader 6 (deck B bass) down
+    jump = [[0xB0, 0x00, 100]]  # fader 1 far from deck A's drums (at 1.0): not picked up...
+    knob = [[0xB0, 0x10, 30]]  # knob 1 at 30/127 from the centre: not picked up either
+    transport = [[0xB0, 0x20, 127], [0xB0, 0x20, 0],  # S1: play deck A
+                 [0xB0, 0x29, 127], [0xB0, 0x29, 0]]  # PLAY: trigger the transition
+    controller, _ = replay(jack_server, engine, "nanokontrol2.yaml", "nanoKONTROL2 test",
+                           fader + jump + knob + transport)
+    assert engine.param_value("b_bass_gain") == pytest.approx(64 / 127, abs=1e-4)
+    assert engine.param_value("a_drums_gain") == 1.0  # soft takeover held it
+    assert engine.param_value("a_bass_low_eq") == 0.5
+    assert engine.core.status.playing[0]
+    assert engine.core.status.phase in ("pending", "running")
+
+
+def test_relative_encodings_shift_layer_and_momentary_hold(tmp_path, tracks):
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(
+        "name: test\ncontrols:\n"
+        "  - {message: note, channel: 1, number: 1, command: shift}\n"
+        "  - {message: cc, channel: 1, number: 10, encoding: twos_complement, command: param,"
+        " target: reverb_wet, step: 0.1}\n"
+        "  - {message: cc, channel: 1, number: 11, encoding: offset64, command: param,"
+        " target: reverb_wet, step: 0.1, shift: true}\n"
+        "  - {message: note, channel: 1, number: 2, command: hold}\n")
+    engine = new_engine(tracks)
+    c = MidiController(engine, load_mapping(mapping, PARAM_NAMES))
+
+    def send(*data):
+        c.handle(mido.Message.from_bytes(list(data)))
+        settle(engine)
+
+    send(0xB0, 10, 3)  # +3 steps
+    assert engine.param_value("reverb_wet") == pytest.approx(0.3)
+    send(0xB0, 10, 127)  # -1 step in two's complement
+    assert engine.param_value("reverb_wet") == pytest.approx(0.2)
+    send(0xB0, 11, 66)  # a Shift-layer control without Shift: ignored
+    assert engine.param_value("reverb_wet") == pytest.approx(0.2) and c.ignored == 1
+    send(0x90, 1, 127)
+    send(0xB0, 11, 66)  # with Shift: +2 steps
+    assert engine.param_value("reverb_wet") == pytest.approx(0.4)
+    send(0x90, 1, 0)  # Shift released by a note-on with velocity 0
+    assert not c.shift
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("name: x\ncontrols:\n  - {message: cc, channel: 17, number: 1, command: trigger}\n",
+     "line 3, field controls.0.channel"),
+    ("name: x\ncontrols:\n  - {message: cc, channel: 1, number: 1, command: play}\n",
+     "line 3, field controls.0: Value error, command 'play' needs a deck"),
+    ("name: x\ncontrols:\n  - {message: cc, channel: 1, number: 1, command: param,\n"
+     "     target: a_bass_volume}\n", "line 4, field controls.0.target: no parameter"),
+    ("name: x\ncontrols: [\n", "line 3: not valid YAML"),
+    ("name: x\ncontrols:\n  - {message: sysex, channel: 1, number: 1, command: trigger}\n",
+     "line 3, field controls.0.message"),
+])
+def test_a_malformed_mapping_names_file_line_and_field(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(MappingError) as err:
+        load_mapping(path, PARAM_NAMES)
+    assert str(path) in str(err.value) and expected in str(err.value)
+
+
+def test_a_flood_of_midi_is_handled_without_error(tracks):
+    engine = new_engine(tracks)
+    c = MidiController(engine, load_mapping(PRESETS / "generic.yaml", PARAM_NAMES))
+    rng = np.random.default_rng(0)
+    for _ in range(10_000):
+        c.handle(mido.Message.from_bytes([0xB0 | int(rng.integers(16)),
+                                          int(rng.integers(128)), int(rng.integers(128))]))
+    settle(engine)
+    assert c.handled + c.ignored == 10_000 and engine.core.status.errors == 0
