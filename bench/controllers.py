@@ -1,0 +1,104 @@
+"""Controller latency: a MIDI or OSC message to the engine's command, median and p99.
+
+    .venv/bin/python bench/controllers.py [--messages 2000]
+
+MIDI goes from a virtual controller port through a JACK server (dummy driver, 64-frame period:
+JACK hands MIDI over once a period) and python-rtmidi to the asyncio loop; OSC from a python-osc
+client over UDP on 127.0.0.1. The clock stops when the
+engine's command API receives the parameter change (what the audio callback applies at its next
+control block, 2.9 ms at most later). Messages are sent one every 2 ms. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import mido
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from controllers.mapping import load_mapping  # noqa: E402
+from controllers.midi import MidiController, MidiInput  # noqa: E402
+from controllers.osc import OSCServer  # noqa: E402
+from effects.params import PARAM_NAMES  # noqa: E402
+from engine.engine import Engine  # noqa: E402
+from engine.jackserver import dummy_jack  # noqa: E402
+from pythonosc.udp_client import SimpleUDPClient  # noqa: E402
+
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
+
+
+class TimedEngine(Engine):
+    """The real engine, noting when each parameter change arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals: list[float] = []
+
+    def set_param(self, param, value) -> None:
+        self.arrivals.append(time.perf_counter())
+        super().set_param(param, value)
+
+    def param_value(self, param) -> float:
+        return 0.0  # every message is picked up: the bench measures transport, not takeover
+
+
+async def midi_latency(n: int) -> np.ndarray:
+    engine = TimedEngine()
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    controller = MidiController(engine, load_mapping(PRESETS / "generic.yaml", PARAM_NAMES))
+    port = backend.open_output("bench controller", virtual=True)
+    midi = MidiInput(controller, "bench controller", backend)
+    midi.scan(asyncio.get_running_loop())
+    await asyncio.sleep(0.2)
+    sent = []
+    for i in range(n):
+        sent.append(time.perf_counter())
+        port.send(mido.Message("control_change", channel=0, control=50, value=i % 128))
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.2)
+    midi.close()
+    port.close()
+    return (np.array(engine.arrivals[:n]) - np.array(sent[:len(engine.arrivals)])) * 1e3
+
+
+async def osc_latency(n: int) -> np.ndarray:
+    engine = TimedEngine()
+    server = OSCServer(engine, port=0)
+    await server.start()
+    client = SimpleUDPClient("127.0.0.1", server.port)
+    sent = []
+    for i in range(n):
+        sent.append(time.perf_counter())
+        client.send_message("/param/reverb_wet", (i % 100) / 100)
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.2)
+    server.close()
+    return (np.array(engine.arrivals[:n]) - np.array(sent[:len(engine.arrivals)])) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    args = parser.parse_args()
+    with dummy_jack(period=64):  # JACK delivers MIDI once a period: 1.45 ms here
+        midi = asyncio.run(midi_latency(args.messages))
+    osc = asyncio.run(osc_latency(args.messages))
+    results = {}
+    for name, ms in (("midi", midi), ("osc", osc)):
+        print(f"{name}: {ms.size} of {args.messages} messages, median {np.median(ms):.3f} ms, "
+              f"p99 {np.percentile(ms, 99):.3f} ms, max {ms.max():.3f} ms")
+        results[f"{name}_median_ms"] = round(float(np.median(ms)), 3)
+        results[f"{name}_p99_ms"] = round(float(np.percentile(ms, 99)), 3)
+        results[f"{name}_received"] = int(ms.size)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
