@@ -178,8 +178,8 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
             if not playing_a and engine.tracks[0] is not None:
                 engine.play(0)  # deck A starts as soon as it is loaded
                 playing_a = True
+            # Like a performer's trigger, it does not wait for the model: the policy stands in.
             if auto_trigger is not None and not auto_done and engine.tracks[1] is not None \
-                    and engine.plan and engine.plan.transitions \
                     and status.beats[0] >= (auto_trigger - 1) * BEATS_PER_BAR:
                 print(f"\r{engine.trigger():<120}")
                 auto_done = True

@@ -64,7 +64,7 @@ def test_main_live_on_jack_plays_records_and_transitions(tmp_path, capsys, monke
     record = tmp_path / "live.wav"
     code = main.main(["--deck-a", str(decks[0]), "--deck-b", str(decks[1]), "--device",
                       str(jack_server), "--record", str(record), "--bars", "2",
-                      "--auto-trigger", "3", "--seconds", "16", "--steps", "5"])
+                      "--auto-trigger", "3", "--seconds", "30", "--steps", "5"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "transition started" in out and "transition finished" in out
