@@ -204,7 +204,8 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
         if recorder:
             recorder.close()
             played = output.frames_played
-            print(f"recorded {played - recorder.dropped_frames} of {played} frames played to {recorder.path}"
+            print(f"recorded {played - recorder.dropped_frames} of {played} frames played to "
+                  f"{recorder.path}"
                   + (f"; {recorder.dropped_frames} dropped" if recorder.dropped_frames else "")
                   + (f"; {recorder.error}" if recorder.error else ""))
 

@@ -289,7 +289,8 @@ class Engine:
         if new:
             self._last_events = status.events
             for what, clock in list(self.core.events)[-new:]:
-                self.messages.add(f"{what.replace('_', ' ')} at {clock / self.config.sample_rate:.2f} s")
+                seconds = clock / self.config.sample_rate
+                self.messages.add(f"{what.replace('_', ' ')} at {seconds:.2f} s")
             if status.on_air != self._on_air:
                 self._on_air = status.on_air
                 self.plan = None  # the next transition goes the other way

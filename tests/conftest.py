@@ -62,6 +62,33 @@ def rel_db(x: np.ndarray, ref: np.ndarray) -> float:
     return float(10 * np.log10(np.sum((x - ref) ** 2) / np.sum(ref**2) + 1e-30))
 
 
+@pytest.fixture(scope="module")
+def two_tracks():
+    """Two short generated tracks, analysed, as engine decks."""
+    from analysis.synth import render_track
+    from analysis.track import analyze_stems
+    from engine.deck import track_from_analysis
+
+    return [track_from_analysis(analyze_stems(render_track(seed=s, bars=8).stems, SR, str(s)))
+            for s in (51, 52)]
+
+
+def loaded_engine(tracks):
+    """An engine (synchronous worker) with ``tracks`` on decks A and B."""
+    from engine.config import EngineConfig
+    from engine.engine import Engine
+
+    engine = Engine(EngineConfig(candidates=1, steps=2))
+    for deck, track in enumerate(tracks):
+        engine.put_track(deck, track)
+    return engine
+
+
+def settle(engine) -> None:
+    """Let the core apply the commands sent so far (one control block)."""
+    engine.core.process(np.zeros((2, 128), np.float32))
+
+
 @pytest.fixture(scope="session")
 def jack_server():
     """PortAudio's output device on a JACK server with the dummy driver (engine.jackserver)."""

@@ -10,34 +10,13 @@ import mido
 import numpy as np
 import pytest
 
-from analysis.synth import render_track
-from analysis.track import analyze_stems
 from controllers.mapping import MappingError, load_mapping
 from controllers.midi import MidiController, MidiInput
 from effects.params import PARAM_NAMES
-from engine.config import EngineConfig
-from engine.deck import track_from_analysis
 from engine.engine import Engine
+from tests.conftest import SR, loaded_engine, settle
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
-SR = 44100
-
-
-@pytest.fixture(scope="module")
-def tracks():
-    return [track_from_analysis(analyze_stems(render_track(seed=s, bars=8).stems, SR, str(s)))
-            for s in (61, 62)]
-
-
-def new_engine(tracks) -> Engine:
-    engine = Engine(EngineConfig(candidates=1, steps=2))
-    for deck, track in enumerate(tracks):
-        engine.put_track(deck, track)
-    return engine
-
-
-def settle(engine: Engine) -> None:
-    engine.core.process(np.zeros((2, 128), np.float32))
 
 
 def replay(jack_server, engine: Engine, preset: str, port: str, data: list[list[int]],
@@ -79,8 +58,8 @@ def fourteen_bit(status: int, msb_cc: int, value: float, lsb_first: bool = False
     return pair[::-1] if lsb_first else pair
 
 
-def test_ddj_400_bytes_drive_the_engine_and_light_its_leds(tracks, jack_server):
-    engine = new_engine(tracks)
+def test_ddj_400_bytes_drive_the_engine_and_light_its_leds(two_tracks, jack_server):
+    engine = loaded_engine(two_tracks)
     # Crossfader swept up from the left (picked up at 0), stopping at 0.75.
     sweep = [m for x in np.linspace(0.0, 0.75, 6) for m in fourteen_bit(0xB6, 0x1F, x)]
     # Deck A's low EQ knob, LSB before MSB, turned down from the centre to 0.25.
@@ -94,7 +73,7 @@ def test_ddj_400_bytes_drive_the_engine_and_light_its_leds(tracks, jack_server):
         assert engine.param_value(f"a_{stem}_low_eq") == pytest.approx(0.25, abs=1e-3)
     status = engine.core.status
     assert status.playing == (False, True)
-    start = tracks[0].beat_at(0.0, SR)
+    start = two_tracks[0].beat_at(0.0, SR)
     assert status.beats[0] == pytest.approx(start + 32 / 64)  # a 64th of a beat a tick
     assert controller.ignored == 0
     # The play LED of deck 2 lit on the controller, deck 1's is off.
@@ -102,8 +81,8 @@ def test_ddj_400_bytes_drive_the_engine_and_light_its_leds(tracks, jack_server):
     assert mido.Message("note_on", channel=0, note=0x0B, velocity=0) in leds
 
 
-def test_nanokontrol2_faders_and_transport(tracks, jack_server):
-    engine = new_engine(tracks)
+def test_nanokontrol2_faders_and_transport(two_tracks, jack_server):
+    engine = loaded_engine(two_tracks)
     fader = [[0xB0, 0x05, v] for v in (127, 100, 80, 64)]  # fader 6 (deck B bass) down
     jump = [[0xB0, 0x00, 100]]  # fader 1 far from deck A's drums (at 1.0): not picked up...
     knob = [[0xB0, 0x10, 30]]  # knob 1 at 30/127 from the centre: not picked up either
@@ -118,7 +97,7 @@ def test_nanokontrol2_faders_and_transport(tracks, jack_server):
     assert engine.core.status.phase in ("pending", "running")
 
 
-def test_relative_encodings_shift_layer_and_momentary_hold(tmp_path, tracks):
+def test_relative_encodings_shift_layer_and_momentary_hold(tmp_path, two_tracks):
     mapping = tmp_path / "m.yaml"
     mapping.write_text(
         "name: test\ncontrols:\n"
@@ -128,7 +107,7 @@ def test_relative_encodings_shift_layer_and_momentary_hold(tmp_path, tracks):
         "  - {message: cc, channel: 1, number: 11, encoding: offset64, command: param,"
         " target: reverb_wet, step: 0.1, shift: true}\n"
         "  - {message: note, channel: 1, number: 2, command: hold}\n")
-    engine = new_engine(tracks)
+    engine = loaded_engine(two_tracks)
     c = MidiController(engine, load_mapping(mapping, PARAM_NAMES))
 
     def send(*data):
@@ -167,8 +146,8 @@ def test_a_malformed_mapping_names_file_line_and_field(tmp_path, text, expected)
     assert str(path) in str(err.value) and expected in str(err.value)
 
 
-def test_a_flood_of_midi_is_handled_without_error(tracks):
-    engine = new_engine(tracks)
+def test_a_flood_of_midi_is_handled_without_error(two_tracks):
+    engine = loaded_engine(two_tracks)
     c = MidiController(engine, load_mapping(PRESETS / "generic.yaml", PARAM_NAMES))
     rng = np.random.default_rng(0)
     for _ in range(10_000):

@@ -16,33 +16,10 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 from pythonosc.udp_client import SimpleUDPClient
 
-from analysis.synth import render_track
-from analysis.track import analyze_stems
 from controllers.osc import OSCServer
 from effects.params import PARAM_INDEX
-from engine.config import EngineConfig
-from engine.deck import track_from_analysis
 from engine.engine import Engine
-
-SR = 44100
-
-
-@pytest.fixture(scope="module")
-def tracks():
-    return [track_from_analysis(analyze_stems(render_track(seed=s, bars=8).stems, SR, str(s)))
-            for s in (51, 52)]
-
-
-def new_engine(tracks) -> Engine:
-    engine = Engine(EngineConfig(candidates=1, steps=2))
-    for deck, track in enumerate(tracks):
-        engine.put_track(deck, track)
-    return engine
-
-
-def settle(engine: Engine) -> None:
-    """Let the core apply what the OSC handlers sent (one control block)."""
-    engine.core.process(np.zeros((2, 128), np.float32))
+from tests.conftest import loaded_engine, settle
 
 
 async def serve(engine: Engine, **kw) -> OSCServer:
@@ -55,8 +32,8 @@ async def pause() -> None:
     await asyncio.sleep(0.05)
 
 
-def test_python_osc_and_oscsend_drive_the_engine(tracks):
-    engine = new_engine(tracks)
+def test_python_osc_and_oscsend_drive_the_engine(two_tracks):
+    engine = loaded_engine(two_tracks)
 
     async def scenario():
         server = await serve(engine)
@@ -82,8 +59,8 @@ def test_python_osc_and_oscsend_drive_the_engine(tracks):
     assert engine.bars == 8 and engine.quantize == "beat"
 
 
-def test_bad_messages_and_a_flood_are_ignored_and_the_engine_goes_on(tracks):
-    engine = new_engine(tracks)
+def test_bad_messages_and_a_flood_are_ignored_and_the_engine_goes_on(two_tracks):
+    engine = loaded_engine(two_tracks)
     before = engine.core._manual.copy()
 
     async def scenario():
@@ -126,8 +103,8 @@ def test_bad_messages_and_a_flood_are_ignored_and_the_engine_goes_on(tracks):
     assert changed.tolist() == [PARAM_INDEX["b_vocals_gain"]]
 
 
-def test_a_future_bundle_is_scheduled_not_slept(tracks):
-    engine = new_engine(tracks)
+def test_a_future_bundle_is_scheduled_not_slept(two_tracks):
+    engine = loaded_engine(two_tracks)
 
     async def scenario():
         server = await serve(engine)
@@ -154,8 +131,8 @@ def test_a_future_bundle_is_scheduled_not_slept(tracks):
     assert engine.core._manual[PARAM_INDEX["master_gain"]] == pytest.approx(0.3)
 
 
-def test_registered_clients_receive_state_changes(tracks):
-    engine = new_engine(tracks)
+def test_registered_clients_receive_state_changes(two_tracks):
+    engine = loaded_engine(two_tracks)
 
     async def scenario():
         server = await serve(engine)
@@ -187,8 +164,8 @@ def test_registered_clients_receive_state_changes(tracks):
     assert received["/deck/a/playing"] == [0]
 
 
-def test_only_loopback_without_an_allow_list(tracks):
-    engine = new_engine(tracks)
+def test_only_loopback_without_an_allow_list(two_tracks):
+    engine = loaded_engine(two_tracks)
     with pytest.raises(ValueError, match="allow-list"):
         OSCServer(engine, host="0.0.0.0")
 
