@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
 
+import mido
 import numpy as np
 import soundfile as sf
 
@@ -27,7 +29,8 @@ from analysis.separation import SEPARATORS, get_separator
 from analysis.synth import render_track
 from analysis.track import AnalysisError, analyze
 from controllers.mapping import load_mapping
-from controllers.midi import MidiController, MidiInput
+from controllers.learn import add_control, control_from, next_message
+from controllers.midi import MidiController, MidiInput, open_ports
 from controllers.osc import DEFAULT_PORT, FEEDBACK_PORT, OSCServer
 from effects.params import PARAM_NAMES, STEMS
 from engine.backends import (AudioDeviceError, AudioOutput, Cue, output_devices,
@@ -210,6 +213,28 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
                   + (f"; {recorder.error}" if recorder.error else ""))
 
 
+def learn_command(args: argparse.Namespace) -> int:
+    """MIDI learn: one message from the controller becomes an entry of --midi-map."""
+    if args.midi_map is None:
+        print("error: --midi-learn needs --midi-map FILE to write to", file=sys.stderr)
+        return 2
+    backend = mido.Backend(os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi"))
+    try:
+        names = open_ports(backend, args.midi or None)
+        if not names:
+            raise OSError(f"no MIDI input port matches {args.midi or '(any)'}")
+        with backend.open_input(names[0]) as port:
+            print(f"move the control for {args.midi_learn} on {names[0]} ...", flush=True)
+            message = asyncio.run(next_message(port, 30.0))
+        control = control_from(message, args.midi_learn, args.learn_deck, args.learn_target)
+        add_control(args.midi_map, control, PARAM_NAMES)
+    except (OSError, TimeoutError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"learned {message} -> {args.midi_learn} in {args.midi_map}")
+    return 0
+
+
 def analyze_command(path: Path, separator: str, weights: Path | None) -> int:
     """Print what the analysis finds in a track; one clear line and exit code 1 if it cannot."""
     try:
@@ -267,6 +292,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--midi-map", type=Path, metavar="FILE",
                    help="mapping file (default: the preset for the port's name, else "
                         "presets/generic.yaml)")
+    p.add_argument("--midi-learn", metavar="COMMAND",
+                   help="MIDI learn: map the next message from --midi to COMMAND (play, trigger, "
+                        "param, ...) in --midi-map, then exit")
+    p.add_argument("--learn-deck", choices=("a", "b"), help="the deck of a learned command")
+    p.add_argument("--learn-target", metavar="PARAM", help="the parameter of a learned param")
     p.add_argument("--analyze", type=Path, metavar="TRACK",
                    help="analyse a track, print tempo, key and sections, and exit")
     p.add_argument("--demucs-weights", type=Path, metavar="DIR",
@@ -278,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.analyze is not None:
         return analyze_command(args.analyze, args.separator, args.demucs_weights)
+    if args.midi_learn is not None:
+        return learn_command(args)
     if args.list_devices:
         import sounddevice as sd
 

@@ -4,6 +4,7 @@ sequences in, engine state and LED messages out; mapping files with clear errors
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import mido
@@ -155,3 +156,33 @@ def test_a_flood_of_midi_is_handled_without_error(two_tracks):
                                           int(rng.integers(128)), int(rng.integers(128))]))
     settle(engine)
     assert c.handled + c.ignored == 10_000 and engine.core.status.errors == 0
+
+
+def test_midi_learn_writes_a_valid_mapping_entry(tmp_path, jack_server, monkeypatch, capsys):
+    import threading
+
+    import main
+
+    monkeypatch.setenv("MIDO_BACKEND", "mido.backends.rtmidi/UNIX_JACK")
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    port = backend.open_output("learn test", virtual=True)
+    target = tmp_path / "mine.yaml"
+
+    def press() -> None:
+        time.sleep(1.0)
+        port.send(mido.Message("control_change", channel=2, control=77, value=10))
+
+    try:
+        for command in (["play", "--learn-deck", "b"], ["param", "--learn-target", "a_*_gain"]):
+            threading.Thread(target=press).start()
+            assert main.main(["--midi", "learn test", "--midi-map", str(target),
+                              "--midi-learn", *command]) == 0
+    finally:
+        port.close()
+    mapping = load_mapping(target, PARAM_NAMES)
+    # The same message learned twice: the second command replaced the first.
+    assert [(c.message, c.channel, c.number, c.command, c.target) for c in mapping.controls] \
+        == [("cc", 3, 77, "param", "a_*_gain")]
+    assert main.main(["--midi", "learn test", "--midi-map", str(target), "--midi-learn",
+                      "play"]) == 2  # no such port any more
+    assert "no MIDI input port matches learn test" in capsys.readouterr().err

@@ -1,0 +1,57 @@
+"""MIDI learn: the next note or control change from the controller becomes a mapping entry.
+
+The entry is added to a mapping file (created if missing) and the whole file is validated
+before it is written, so a learn never leaves a broken mapping. The file is rewritten as plain
+YAML: comments in it are not kept, so learn into your own file, not into a shipped preset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import mido
+import yaml
+
+from .mapping import Control, Mapping, load_mapping
+
+
+def control_from(message: mido.Message, command: str, deck: str | None = None,
+                 target: str | None = None) -> Control:
+    """The mapping entry for ``message`` (a note or a control change)."""
+    if message.type in ("note_on", "note_off"):
+        kind, number = "note", message.note
+    elif message.type == "control_change":
+        kind, number = "cc", message.control
+    else:
+        raise ValueError(f"only notes and control changes can be learned, got {message.type}")
+    return Control(message=kind, channel=message.channel + 1, number=number, command=command,
+                   deck=deck, target=target)
+
+
+def add_control(path: Path, control: Control, parameters: tuple[str, ...] = ()) -> Mapping:
+    """Add ``control`` to the mapping at ``path``, replacing one for the same message."""
+    if path.exists():
+        data = load_mapping(path, parameters).model_dump(exclude_defaults=True)
+    else:
+        data = {"name": path.stem, "controls": []}
+    same = (control.message, control.channel, control.number, control.shift)
+    data["controls"] = [c for c in data.get("controls", [])
+                        if (c["message"], c["channel"], c["number"], c.get("shift")) != same]
+    data["controls"].append(control.model_dump(exclude_defaults=True))
+    mapping = Mapping.model_validate(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return mapping
+
+
+async def next_message(port: mido.ports.BaseInput, timeout: float) -> mido.Message:
+    """The next note-on or control change arriving on ``port`` (polled, the loop stays free)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for message in port.iter_pending():
+            if message.type in ("note_on", "control_change") and \
+                    not (message.type == "note_on" and message.velocity == 0):
+                return message
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"no MIDI message in {timeout:g} s")
