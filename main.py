@@ -30,7 +30,7 @@ from analysis.synth import render_track
 from analysis.track import AnalysisError, analyze
 from controllers.mapping import load_mapping
 from controllers.learn import add_control, control_from, next_message
-from controllers.midi import MidiController, MidiInput, open_ports
+from controllers.midi import MidiClockOut, MidiController, MidiInput, open_ports
 from controllers.osc import DEFAULT_PORT, FEEDBACK_PORT, OSCServer
 from effects.params import PARAM_NAMES, STEMS
 from engine.backends import (AudioDeviceError, AudioOutput, Cue, output_devices,
@@ -114,7 +114,8 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
 
 async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Path | None,
                    auto_trigger: int | None, seconds: float | None,
-                   osc: OSCServer | None = None, midi: MidiInput | None = None) -> int:
+                   osc: OSCServer | None = None, midi: MidiInput | None = None,
+                   clock_port: str | None = None) -> int:
     worker = GenerationWorker(config.worker, config.checkpoint, config.model_device,
                               config.worker_threads)
     worker.start()
@@ -140,6 +141,15 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
     if midi is not None:
         midi.controller.engine = engine
         next_scan = 0.0
+    clock = None
+    if clock_port is not None:
+        backend = mido.Backend(os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi"))
+        names = [n for n in backend.get_output_names() if clock_port.lower() in n.lower()]
+        if not names:
+            print(f"error: no MIDI output port matches {clock_port}", file=sys.stderr)
+        else:
+            clock = MidiClockOut(backend.open_output(names[0]), engine.live_bpm)
+            clock.start()
     triggers: asyncio.Queue[str] = asyncio.Queue()
     if sys.stdin.isatty():
         loop.add_reader(sys.stdin, lambda: triggers.put_nowait(sys.stdin.readline().strip()))
@@ -201,6 +211,8 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
             osc.close()
         if midi is not None:
             midi.close()
+        if clock is not None:
+            clock.stop()
         output.stop()
         worker.stop()
         print()
@@ -292,6 +304,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--midi-map", type=Path, metavar="FILE",
                    help="mapping file (default: the preset for the port's name, else "
                         "presets/generic.yaml)")
+    p.add_argument("--midi-clock-in", action="store_true",
+                   help="the deck on air follows MIDI clock from the --midi ports")
+    p.add_argument("--midi-clock-out", metavar="PORT",
+                   help="send MIDI clock at the live tempo to the output port matching PORT")
     p.add_argument("--midi-learn", metavar="COMMAND",
                    help="MIDI learn: map the next message from --midi to COMMAND (play, trigger, "
                         "param, ...) in --midi-map, then exit")
@@ -351,9 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         midi = None
         if args.midi is not None:
             mapping = load_mapping(args.midi_map or preset_for(args.midi), PARAM_NAMES)
-            midi = MidiInput(MidiController(None, mapping), args.midi or None)
+            midi = MidiInput(MidiController(None, mapping, follow_clock=args.midi_clock_in),
+                             args.midi or None)
         return asyncio.run(run_live(config, deck_a, deck_b, args.record, auto, args.seconds,
-                                    osc, midi))
+                                    osc, midi, args.midi_clock_out))
     except (ValueError, OSError) as err:  # a mapping file, an OSC address, a MIDI port
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -13,16 +13,21 @@ import asyncio
 import fnmatch
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import mido
+import numpy as np
 
 from .mapping import BARS_CHOICES, Control, Mapping
 
 log = logging.getLogger("automix.midi")
 
 CONTINUOUS = {"param", "filter", "tempo", "bars"}
+CLOCK_PPQN = 24  # MIDI clock ticks per quarter note
+CLOCK_WINDOW = 2 * CLOCK_PPQN + 1
 # A continuous control is picked up when it comes this close to the engine's value or crosses it.
 PICKUP = 0.03
 
@@ -37,14 +42,20 @@ class _ControlState:
 
 @dataclass
 class MidiController:
-    """Translates one controller's messages for ``engine`` (the command API)."""
+    """Translates one controller's messages for ``engine`` (the command API).
+
+    With ``follow_clock`` the deck on air follows incoming MIDI clock (24 ticks a beat).
+    """
 
     engine: Any
     mapping: Mapping
+    follow_clock: bool = False
     shift: bool = False
     handled: int = 0
     ignored: int = 0
+    clock_bpm: float | None = None
     _state: dict[int, _ControlState] = field(default_factory=dict)
+    _ticks: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # (kind, channel 0-based, number) -> indices of controls it feeds
@@ -56,8 +67,11 @@ class MidiController:
             self._state[i] = _ControlState()
         self._lit: dict[tuple[str, int, int], int] = {}
 
-    def handle(self, message: mido.Message) -> None:
-        """One incoming message (on the loop's thread)."""
+    def handle(self, message: mido.Message, now: float | None = None) -> None:
+        """One incoming message (on the loop's thread; ``now``: its arrival, perf_counter)."""
+        if message.type == "clock":
+            self._clock_tick(time.perf_counter() if now is None else now)
+            return
         if message.type in ("note_on", "note_off"):
             pressed = message.type == "note_on" and message.velocity > 0
             hits = [(i, 127 if pressed else 0, False)
@@ -83,6 +97,18 @@ class MidiController:
             self.handled += 1
         else:
             self.ignored += 1
+
+    def _clock_tick(self, now: float) -> None:
+        # The median of the last two beats' tick intervals rides out USB/driver jitter.
+        self._ticks.append(now)
+        del self._ticks[:-CLOCK_WINDOW]
+        if len(self._ticks) < CLOCK_WINDOW:
+            return
+        interval = float(np.median(np.diff(self._ticks)))
+        bpm = 60.0 / (CLOCK_PPQN * interval)
+        if self.follow_clock and (self.clock_bpm is None or abs(bpm - self.clock_bpm) > 0.01):
+            self.engine.follow_tempo(bpm)
+        self.clock_bpm = bpm
 
     def _apply(self, i: int, c: Control, raw: int, is_lsb: bool) -> None:
         e = self.engine
@@ -233,7 +259,8 @@ class MidiInput:
         new = [n for n in names if n not in self.inputs]
         for n in new:
             self.inputs[n] = self.backend.open_input(
-                n, callback=lambda m: loop.call_soon_threadsafe(self.controller.handle, m))
+                n, callback=lambda m: loop.call_soon_threadsafe(self.controller.handle, m,
+                                                                time.perf_counter()))
         for n in self.backend.get_output_names():
             if (self.name is None or self.name.lower() in n.lower()) and n not in self.outputs:
                 self.outputs[n] = self.backend.open_output(n)
@@ -247,3 +274,37 @@ class MidiInput:
     def close(self) -> None:
         for port in (*self.inputs.values(), *self.outputs.values()):
             port.close()
+
+
+class MidiClockOut:
+    """Sends MIDI clock (24 ticks a beat) at the tempo of the deck on air, to lead other gear.
+
+    A thread of its own with absolute deadlines, so the ticks do not drift; the tempo is read
+    from ``bpm()`` every tick.
+    """
+
+    def __init__(self, port: Any, bpm: Any) -> None:
+        self.port, self.bpm = port, bpm
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="midi-clock", daemon=True)
+
+    def start(self) -> None:
+        self.port.send(mido.Message("start"))
+        self._thread.start()
+
+    def _run(self) -> None:
+        tick = mido.Message("clock")
+        deadline = time.perf_counter()
+        while not self._stop.is_set():
+            self.port.send(tick)
+            deadline += 60.0 / (CLOCK_PPQN * max(self.bpm(), 20.0))
+            delay = deadline - time.perf_counter()
+            if delay > 0:
+                self._stop.wait(delay)
+            else:
+                deadline = time.perf_counter()  # fell behind: restart the grid, no burst
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.port.send(mido.Message("stop"))

@@ -144,6 +144,20 @@ class Engine:
         """Playback rate (1.0 = the track's own tempo), within ±50 %."""
         self.core.send(c.Transport(deck_index(deck), rate=float(np.clip(rate, 0.5, 1.5))))
 
+    def follow_tempo(self, bpm: float) -> None:
+        """Play the deck on air at ``bpm`` (an external clock leads); the incoming deck follows
+        it in a transition."""
+        track = self.tracks[self._on_air]
+        if track is not None and bpm > 0:
+            self.tempo(self._on_air, bpm / track.analysis.bpm)
+
+    def live_bpm(self) -> float:
+        """The tempo of the deck on air, as it plays."""
+        track = self.tracks[self._on_air]
+        if track is None:
+            return 120.0
+        return track.analysis.bpm * self.core.status.rates[self._on_air]
+
     def sync(self, deck: int | str) -> None:
         self.core.send(c.Sync(deck_index(deck)))
 

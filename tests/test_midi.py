@@ -186,3 +186,33 @@ def test_midi_learn_writes_a_valid_mapping_entry(tmp_path, jack_server, monkeypa
     assert main.main(["--midi", "learn test", "--midi-map", str(target), "--midi-learn",
                       "play"]) == 2  # no such port any more
     assert "no MIDI input port matches learn test" in capsys.readouterr().err
+
+
+def test_midi_clock_in_sets_the_tempo_and_clock_out_leads(two_tracks, jack_server):
+    from controllers.midi import MidiClockOut
+
+    engine = loaded_engine(two_tracks)
+    c = MidiController(engine, load_mapping(PRESETS / "generic.yaml", PARAM_NAMES),
+                       follow_clock=True)
+    bpm_a = two_tracks[0].analysis.bpm
+    jitter = np.random.default_rng(3).normal(0, 0.0003, 200)
+    for k in range(200):  # 24 ticks a beat at 126 BPM, with 0.3 ms of jitter
+        c.handle(mido.Message("clock"), now=k * 60 / 126 / 24 + jitter[k])
+    settle(engine)
+    assert c.clock_bpm == pytest.approx(126.0, rel=0.01)
+    assert engine.core.status.rates[0] == pytest.approx(126.0 / bpm_a, rel=0.01)
+
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    received: list[str] = []
+    gear = backend.open_input("clock follower", virtual=True,
+                              callback=lambda m: received.append(m.type))
+    out = backend.open_output([n for n in backend.get_output_names() if "clock follower" in n][0])
+    clock = MidiClockOut(out, lambda: 150.0)  # 60 ticks a second
+    clock.start()
+    time.sleep(1.0)
+    clock.stop()
+    time.sleep(0.1)
+    out.close()
+    gear.close()
+    assert received[0] == "start" and received[-1] == "stop"
+    assert 45 <= received.count("clock") <= 75  # about 60 in a second
