@@ -29,6 +29,7 @@ from analysis.separation import SEPARATORS, get_separator
 from analysis.synth import render_track
 from analysis.track import AnalysisError, analyze
 from controllers.mapping import load_mapping
+from controllers.ableton import AbletonTempo
 from controllers.learn import add_control, control_from, next_message
 from controllers.midi import MidiClockOut, MidiController, MidiInput, open_ports
 from controllers.osc import DEFAULT_PORT, FEEDBACK_PORT, OSCServer
@@ -115,7 +116,7 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
 async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Path | None,
                    auto_trigger: int | None, seconds: float | None,
                    osc: OSCServer | None = None, midi: MidiInput | None = None,
-                   clock_port: str | None = None) -> int:
+                   clock_port: str | None = None, ableton: str | None = None) -> int:
     worker = GenerationWorker(config.worker, config.checkpoint, config.model_device,
                               config.worker_threads)
     worker.start()
@@ -141,6 +142,10 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
     if midi is not None:
         midi.controller.engine = engine
         next_scan = 0.0
+    live = None
+    if ableton is not None:
+        live = AbletonTempo(engine, ableton)
+        await live.start()
     clock = None
     if clock_port is not None:
         backend = mido.Backend(os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi"))
@@ -213,6 +218,8 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
             midi.close()
         if clock is not None:
             clock.stop()
+        if live is not None:
+            live.close()
         output.stop()
         worker.stop()
         print()
@@ -308,6 +315,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the deck on air follows MIDI clock from the --midi ports")
     p.add_argument("--midi-clock-out", metavar="PORT",
                    help="send MIDI clock at the live tempo to the output port matching PORT")
+    p.add_argument("--ableton", nargs="?", const="127.0.0.1", metavar="HOST",
+                   help="follow Ableton Live's tempo through AbletonOSC (ports 11000/11001)")
     p.add_argument("--midi-learn", metavar="COMMAND",
                    help="MIDI learn: map the next message from --midi to COMMAND (play, trigger, "
                         "param, ...) in --midi-map, then exit")
@@ -370,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             midi = MidiInput(MidiController(None, mapping, follow_clock=args.midi_clock_in),
                              args.midi or None)
         return asyncio.run(run_live(config, deck_a, deck_b, args.record, auto, args.seconds,
-                                    osc, midi, args.midi_clock_out))
+                                    osc, midi, args.midi_clock_out, args.ableton))
     except (ValueError, OSError) as err:  # a mapping file, an OSC address, a MIDI port
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -178,3 +178,39 @@ def test_only_loopback_without_an_allow_list(two_tracks):
 
     server = asyncio.run(scenario())
     assert server.stats.refused == 1 and server.stats.handled == 0
+
+
+def test_ableton_tempo_is_followed(two_tracks):
+    """Ableton Live cannot run here: a UDP socket answers as AbletonOSC does (the reply to
+    /live/song/get/tempo), everything on our side is the real code."""
+    from controllers.ableton import AbletonTempo
+
+    engine = loaded_engine(two_tracks)
+
+    async def scenario():
+        live = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        live.bind(("127.0.0.1", 0))
+        live.setblocking(False)
+        follower = AbletonTempo(engine, live_port=live.getsockname()[1], reply_port=0)
+        await follower.start()
+        await pause()
+        requests = []
+        while True:
+            try:
+                data, addr = live.recvfrom(4096)
+            except BlockingIOError:
+                break
+            requests += [m.message.address for m in OscPacket(data).messages]
+        answer = OscMessageBuilder("/live/song/get/tempo")
+        answer.add_arg(127.5)
+        live.sendto(answer.build().dgram, addr)
+        await pause()
+        follower.close()
+        return follower, requests
+
+    follower, requests = asyncio.run(scenario())
+    settle(engine)
+    assert requests == ["/live/song/get/tempo", "/live/song/start_listen/tempo"]
+    assert follower.bpm == 127.5
+    bpm_a = engine.tracks[0].analysis.bpm
+    assert engine.core.status.rates[0] == pytest.approx(127.5 / bpm_a)
