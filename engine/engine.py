@@ -99,7 +99,7 @@ class Engine:
 
     def load(self, deck: int | str, path: Path | str) -> None:
         """Load a track (a file or a folder of stems) onto a deck: analysed in the worker, then
-        put on the deck. A deck that is playing in a transition keeps playing."""
+        put on the deck. The deck on air and decks in a transition refuse a new track."""
         d = deck_index(deck)
         if self.worker is None:
             try:
@@ -118,6 +118,10 @@ class Engine:
         status = self.core.status
         if status.phase in ("running", "returning"):
             self.messages.add(f"deck {DECK_NAMES[deck]}: busy in a transition; load refused")
+            return
+        if status.playing[deck] and deck == self._on_air:
+            # The music must not stop because a track was dropped on the wrong deck.
+            self.messages.add(f"deck {DECK_NAMES[deck]} is on air; stop it before loading")
             return
         self.tracks[deck] = track
         self.core.send(c.Load(deck, track))

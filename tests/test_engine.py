@@ -281,3 +281,17 @@ def test_live_through_jack_plays_what_the_offline_renderer_plays(decks, jack_ser
     assert core.status.errors == 0, core.status.last_error
     started = dict(ref.events)["transition_started"]
     assert abs(started - a.position_of(8.0, SR)) <= c.CONTROL_BLOCK
+
+
+def test_the_deck_on_air_refuses_a_new_track(two_tracks):
+    from tests.conftest import loaded_engine, settle
+
+    engine = loaded_engine(two_tracks)
+    engine.play("a")
+    settle(engine)
+    engine.messages.drain()
+    engine.put_track(0, two_tracks[1])
+    assert engine.tracks[0] is two_tracks[0]
+    assert engine.messages.drain() == ["deck A is on air; stop it before loading"]
+    settle(engine)
+    assert engine.core.status.playing[0]  # the music did not stop
