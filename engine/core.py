@@ -216,6 +216,7 @@ class EngineCore:
         if self._phase == "running" and not self._held:
             self._progress += step
         elif self._phase == "returning":
+            # Back at ABORT_SPEED times the tempo, and at 120 BPM's pace if the deck is paused.
             self._progress -= ABORT_SPEED * max(step, CONTROL_BLOCK / sr * 2.0)
         frame_at(self._curves, length, self._progress, self._frame)
         if self._phase == "running" and self._progress >= length:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -103,7 +104,7 @@ def _windows(a: dict, b: dict, bars: int, rng: np.random.Generator) -> tuple[int
 def build_dataset(tracks: list[Path], out_dir: Path | str, partners: int = 8,
                   transitions_per_pair: int = 2, holdout: float = 0.15, seed: int = 0,
                   n_frames: int = 128, separator: str = "dsp",
-                  cache: AnalysisCache | None = None,
+                  cache: AnalysisCache | None = None, command: str = "",
                   log: Callable[[str], None] = print) -> Path:
     """Analyse ``tracks`` and write a dataset of policy transitions between them to ``out_dir``.
 
@@ -167,7 +168,8 @@ def build_dataset(tracks: list[Path], out_dir: Path | str, partners: int = 8,
     np.savez(out_dir / "examples.npz", curves=np.asarray(rows["curves"], dtype=np.float16),
              **arrays)
     manifest = {
-        "format": FORMAT_VERSION, "n_frames": n_frames, "n_examples": len(rows["curves"]),
+        "format": FORMAT_VERSION, "command": command, "n_frames": n_frames,
+        "n_examples": len(rows["curves"]),
         "targets": "model.policy", "styles": list(STYLES), "separator": separator,
         "settings": {"partners": partners, "transitions_per_pair": transitions_per_pair,
                      "holdout": holdout, "seed": seed},
@@ -292,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         build_dataset(inputs, args.out, partners=args.partners,
                       transitions_per_pair=args.per_pair, holdout=args.holdout, seed=args.seed,
-                      separator=args.separator)
+                      separator=args.separator,
+                      command="python -m model.data " + shlex.join(argv or sys.argv[1:]))
     except DatasetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -224,8 +224,9 @@ def _read_resume(path: Path) -> dict:
     return state
 
 
-def export(run_dir: Path, target: Path) -> Path:
-    """The run's best weights in fp16 at ``target``, with how they were made beside them."""
+def export(run_dir: Path, target: Path, data: Path | None = None) -> Path:
+    """The run's best weights in fp16 at ``target``, with how they were made beside them
+    (the commands, the dataset's size and how it was built, the losses)."""
     model = load_model(run_dir / "best.safetensors")
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     commands = (run_dir / "commands.txt").read_text().strip()
@@ -233,10 +234,18 @@ def export(run_dir: Path, target: Path) -> Path:
     notes = {"command": commands, "steps": str(records[-1]["step"]),
              "final_train_loss": str(records[-1]["train_loss"]),
              "best_val_loss": str(best["best_val_loss"])}
+    data = data if data is not None else run_dir / "data"
+    manifest = json.loads((data / "manifest.json").read_text())
+    dataset = {"path": str(data), "command": manifest.get("command", ""),
+               "tracks": len(manifest["tracks"]),
+               "test_tracks": sum(t["split"] == "test" for t in manifest["tracks"]),
+               "transitions": manifest["n_examples"], "targets": manifest["targets"],
+               "settings": manifest["settings"]}
+    notes["data"] = json.dumps(dataset)
     save_model(model, target, half=True, notes=notes)
     target.with_suffix(".json").write_text(json.dumps(
-        {**notes, "config": json.loads(model.config.model_dump_json()), "log": records},
-        indent=1))
+        {**notes, "data": dataset, "config": json.loads(model.config.model_dump_json()),
+         "log": records}, indent=1))
     return target
 
 
@@ -269,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         train(args.data, args.output, config, steps=args.steps, resume=args.resume,
               device=args.device)
         if args.export:
-            export(args.output, args.export)
+            export(args.output, args.export, args.data)
     except (DatasetError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -93,10 +93,11 @@ def test_resuming_continues_the_same_run_exactly(dataset, tmp_path):
     assert [r["val_loss"] for r in log_a] == [r["val_loss"] for r in log_b]
     # The shipped form: fp16 weights with how they were made, loadable by load_model.
     (straight / "commands.txt").write_text("python -m model.training x\n")
-    target = export(straight, tmp_path / "ship" / "t.safetensors")
+    target = export(straight, tmp_path / "ship" / "t.safetensors", root)
     model = load_model(target)
     record = json.loads(target.with_suffix(".json").read_text())
     assert record["command"] == "python -m model.training x" and record["steps"] == "4"
+    assert record["data"]["tracks"] == 5 and record["data"]["transitions"] > 0
     assert model.config.model == TINY.model
 
 
