@@ -293,7 +293,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance")
     p.add_argument("--candidates", type=int, default=3, help="transitions sampled per pair")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    p.add_argument("--checkpoint", help="model weights (default: the shipped ones)")
+    p.add_argument("--checkpoint", help="model weights (default: the shipped ones; none: the "
+                                        "rule-based policy writes the transitions)")
     p.add_argument("--model-device", help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--worker", choices=("process", "thread"), default="process")
     p.add_argument("--separator", choices=SEPARATORS, default="dsp",

@@ -72,6 +72,9 @@ class Generator:
         self.model = None
         self.device = "cpu"
         self.why_not = ""
+        if checkpoint == "none":
+            self.why_not = "model off (--checkpoint none); the rule-based policy plays"
+            return
         try:
             import torch
 
