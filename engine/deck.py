@@ -9,6 +9,7 @@ change about 40 dB lower than linear interpolation at the same cost in compiled 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numba import njit
@@ -38,6 +39,13 @@ class Track:
     def bars(self) -> int:
         """Bars from the first downbeat to the end (a last bar 95 % there counts)."""
         return int(self.grid.beat_position(self.grid.duration) / BEATS_PER_BAR + 0.05)
+
+    @cached_property
+    def vocal_bars(self) -> np.ndarray:
+        """Which bars carry vocals (computed once per track, for the policy's vocal rule)."""
+        from model.data import vocal_bars
+
+        return vocal_bars(self.analysis)
 
     def beat_at(self, position: float, sample_rate: int) -> float:
         """Beat (0 at the first downbeat) at a position in samples."""

@@ -228,14 +228,12 @@ class Engine:
         if a_beat is None:
             phrase = PHRASE_BARS * BEATS_PER_BAR
             a_beat = float(np.floor(self.core.status.beats[out] / phrase + 1) * phrase)
-        from model.data import vocal_bars  # the policy's vocal rule reads the stems
-
         start_bar = int(a_beat // BEATS_PER_BAR)
         request = dict(
             a=a.analysis.features, b=b.analysis.features, a_beat=a_beat, b_beat=0.0,
             bars=self.bars, key_a=a.analysis.key_index, key_b=b.analysis.key_index,
-            vocals_a=bool(vocal_bars(a.analysis)[start_bar:start_bar + self.bars].any()),
-            vocals_b=bool(vocal_bars(b.analysis)[:self.bars].any()),
+            vocals_a=bool(a.vocal_bars[start_bar:start_bar + self.bars].any()),
+            vocals_b=bool(b.vocal_bars[:self.bars].any()),
             n_samples=self.config.candidates, guidance=self.guidance, steps=self.config.steps,
             seed=self._seed)
         self.plan = Plan(out, a_beat, 0.0, self.bars)
@@ -338,6 +336,7 @@ class Engine:
         try:
             item: Track | BaseException = track_from_analysis(
                 analyze(path, self.config.sample_rate, self.config.separator))
+            item.vocal_bars  # noqa: B018 - computed here, off the loop's thread
         except Exception as err:  # noqa: BLE001 - reported by poll()
             item = err
         with self._lock:
