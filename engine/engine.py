@@ -39,7 +39,6 @@ class Plan:
     serial: int = 0
     transitions: tuple[Transition, ...] = ()
     note: str = ""
-    seconds: float = 0.0
 
 
 @dataclass
@@ -79,8 +78,7 @@ class Engine:
         self._generator = Generator(self.config.checkpoint, self.config.model_device) \
             if worker is None else None
         self.tracks: list[Track | None] = [None, None]
-        self.loading: dict[int, str] = {}  # serial -> path being analysed, per deck below
-        self._loading_deck: dict[int, int] = {}
+        self._loading: dict[int, tuple[int, str]] = {}  # worker serial -> (deck, path)
         self.plan: Plan | None = None
         self.candidate = 0
         self.quantize: Quantize = self.config.quantize
@@ -111,8 +109,7 @@ class Engine:
             return
         serial = self.worker.submit(lambda s: AnalyzeRequest(s, str(path), self.config.sample_rate,
                                                              self.config.separator))
-        self.loading[serial] = str(path)
-        self._loading_deck[serial] = d
+        self._loading[serial] = (d, str(path))
 
     def put_track(self, deck: int, track: Track) -> None:
         status = self.core.status
@@ -247,7 +244,6 @@ class Engine:
             return  # an answer to a plan since replaced
         self.plan.transitions = result.transitions
         self.plan.note = result.error
-        self.plan.seconds = result.seconds
         self.candidate = min(self.candidate, len(result.transitions) - 1)
 
     def trigger(self, bars: int | None = None) -> str:
@@ -321,9 +317,8 @@ class Engine:
             self.model_note = result.error or f"model on {result.extra.get('device', '?')}"
             self.messages.add(self.model_note)
             return
-        if result.serial in self.loading:
-            path = self.loading.pop(result.serial)
-            deck = self._loading_deck.pop(result.serial)
+        if result.serial in self._loading:
+            deck, path = self._loading.pop(result.serial)
             if result.error:
                 self.messages.add(f"deck {DECK_NAMES[deck]}: {result.error}")
                 return

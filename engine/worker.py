@@ -12,7 +12,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import queue
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +59,6 @@ class Result:
     serial: int
     transitions: tuple[Transition, ...] = ()
     error: str = ""  # analysis failed, or why the policy answered instead of the model
-    seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -87,14 +85,13 @@ class Generator:
             self.why_not = f"no model ({err}); the rule-based policy plays"
 
     def handle(self, request: AnalyzeRequest | GenerateRequest) -> Result:
-        t0 = time.perf_counter()
         if isinstance(request, AnalyzeRequest):
             try:
                 analyze(request.path, sample_rate=request.sample_rate,
                         separator=request.separator)
             except Exception as err:  # noqa: BLE001 - reported to the loop, never fatal
                 return Result(request.serial, error=str(err))
-            return Result(request.serial, seconds=time.perf_counter() - t0)
+            return Result(request.serial)
         transitions, error = (), self.why_not
         if self.model is not None:
             try:
@@ -103,7 +100,7 @@ class Generator:
                 error = f"model failed ({type(err).__name__}: {err}); the policy plays"
         if not transitions:
             transitions = policy_transitions(request)
-        return Result(request.serial, transitions, error, time.perf_counter() - t0)
+        return Result(request.serial, transitions, error)
 
     def _sample(self, r: GenerateRequest) -> tuple[Transition, ...]:
         from model.conditioning import TrackFeatures
