@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import librosa
 import numpy as np
 
-from .beats import BEATS_PER_BAR, BeatGrid
+from .beats import BEATS_PER_BAR, PHRASE_BARS, BeatGrid
 from .key import key_one_hot
 
 FRAMES_PER_BEAT = 4
@@ -46,6 +46,18 @@ class TrackFeatures:
     @property
     def n_frames(self) -> int:
         return self.energy.shape[0]
+
+
+def phrase_position(start_beat: float, n_frames: int) -> np.ndarray:
+    """Where each frame sits in its phrase, in [0, 1), counting phrases of ``PHRASE_BARS`` bars
+    from the track's first downbeat (``start_beat``: the beat of frame 0 from that downbeat).
+
+    A DJ counts phrases along the whole track; an excerpt alone cannot tell which of its
+    downbeats starts a phrase when the section label does not change there.
+    """
+    beats = start_beat + np.arange(n_frames) / FRAMES_PER_BEAT
+    return (np.mod(beats, BEATS_PER_BAR * PHRASE_BARS) / (BEATS_PER_BAR * PHRASE_BARS)
+            ).astype(np.float32)
 
 
 def frame_times(grid: BeatGrid) -> tuple[int, np.ndarray]:

@@ -39,9 +39,9 @@ def save_model(model: TransitionDiffusion, path: Path | str, half: bool = False,
     return path
 
 
-def load_model(path: Path | str | None = None, device: str | torch.device = "cpu"
-               ) -> TransitionDiffusion:
-    """A model from a checkpoint written by ``save_model``; errors name the file and problem."""
+def read_checkpoint(path: Path | str | None = None) -> tuple[Config, dict[str, torch.Tensor]]:
+    """The config and fp32 weights of a checkpoint written by ``save_model``; errors name the
+    file and the problem."""
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint"
@@ -55,11 +55,36 @@ def load_model(path: Path | str | None = None, device: str | torch.device = "cpu
         raise ValueError(f"{path}: not a safetensors checkpoint ({err})") from None
     except (KeyError, ValidationError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: checkpoint without a usable config ({err})") from None
-    model = TransitionDiffusion(config)
-    state = {name: t.float() if t.is_floating_point() else t for name, t in state.items()}
+    return config, {name: t.float() if t.is_floating_point() else t for name, t in state.items()}
+
+
+def load_weights(model: TransitionDiffusion, path: Path | str | None, strict: bool = True
+                 ) -> list[str]:
+    """Load a checkpoint's weights into ``model``; returns the model's parameters the file
+    lacks, which only ``strict=False`` allows (fine-tuning a model that gained an input)."""
+    config, state = read_checkpoint(path)
+    if config.model != model.config.model:
+        raise ValueError(f"{path}: checkpoint of another model shape ({config.model}), "
+                         f"not {model.config.model}")
+    return _load_state(model, state, path, strict)
+
+
+def _load_state(model: TransitionDiffusion, state: dict[str, torch.Tensor], path, strict: bool
+                ) -> list[str]:
     try:
-        model.load_state_dict(state)
+        missing, unexpected = model.load_state_dict(state, strict=strict)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
         raise ValueError(f"{path}: weights do not fit the model ({first})") from None
+    if unexpected:
+        raise ValueError(f"{path}: weights the model does not have: {unexpected}")
+    return list(missing)
+
+
+def load_model(path: Path | str | None = None, device: str | torch.device = "cpu"
+               ) -> TransitionDiffusion:
+    """A model from a checkpoint written by ``save_model``; errors name the file and problem."""
+    config, state = read_checkpoint(path)
+    model = TransitionDiffusion(config)
+    _load_state(model, state, path, strict=True)
     return model.to(device).eval()

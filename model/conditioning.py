@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.features import FRAMES_PER_BEAT
+from analysis.features import FRAMES_PER_BEAT, phrase_position
 from analysis.features import TrackFeatures as AnalysisFeatures
 from effects.params import STEMS
 
@@ -26,6 +26,8 @@ from .config import ModelConfig
 N_STRUCTURE = 6
 N_KEYS = 24
 BPM_RANGE = (40.0, 200.0)
+# Cycles per phrase of the phrase-position features: the phrase, its halves and its bars.
+PHRASE_HARMONICS = (1.0, 2.0, 8.0)
 
 
 @dataclass
@@ -39,15 +41,21 @@ class TrackFeatures:
     bpm: torch.Tensor  # [B, 1]
     key: torch.Tensor  # [B, 24]
     energy: torch.Tensor  # [B, T]
+    # [B, T] position of each frame in its track's phrase, [0, 1) (analysis.features
+    # .phrase_position); beyond the seed's fields. None: the excerpts start on a phrase.
+    phrase: torch.Tensor | None = None
 
     @classmethod
     def from_analysis(cls, tracks: list[AnalysisFeatures]) -> "TrackFeatures":
         """Stack the analysis's per-track features (equal lengths) into a batch."""
-        return cls(**{f.name: torch.from_numpy(np.stack([getattr(t, f.name) for t in tracks]))
-                      for f in fields(cls)})
+        arrays = {f.name: np.stack([getattr(t, f.name) for t in tracks]) for f in fields(cls)
+                  if f.name != "phrase"}
+        arrays["phrase"] = np.stack([phrase_position(t.start_beat, t.n_frames) for t in tracks])
+        return cls(**{name: torch.from_numpy(value) for name, value in arrays.items()})
 
     def to(self, device: torch.device | str) -> "TrackFeatures":
-        return TrackFeatures(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return TrackFeatures(**{f.name: None if getattr(self, f.name) is None
+                                else getattr(self, f.name).to(device) for f in fields(self)})
 
     def validate(self, name: str, n_mels: int) -> None:
         """Clear errors for wrong shapes and non-finite values."""
@@ -61,13 +69,14 @@ class TrackFeatures:
                              f"frames per beat, so the count must be a multiple of it")
         expected = {"structure": (batch, frames, N_STRUCTURE), "beats": (batch, frames),
                     "downbeats": (batch, frames), "bpm": (batch, 1), "key": (batch, N_KEYS),
-                    "energy": (batch, frames)}
+                    "energy": (batch, frames), "phrase": (batch, frames)}
         for field, shape in expected.items():
             value = getattr(self, field)
-            if tuple(value.shape) != shape:
+            if value is not None and tuple(value.shape) != shape:
                 raise ValueError(f"{name}.{field} must be {list(shape)}, got {list(value.shape)}")
         for f in fields(self):
-            if not bool(torch.isfinite(getattr(self, f.name)).all()):
+            value = getattr(self, f.name)
+            if value is not None and not bool(torch.isfinite(value).all()):
                 raise ValueError(f"{name}.{f.name} holds NaN or infinite values")
 
 
@@ -98,7 +107,8 @@ class MelEncoder(nn.Module):
 
 
 class MetadataEncoder(nn.Module):
-    """Structure, beats, downbeats, energy per frame and BPM, key per track -> [B, d, T / 4]."""
+    """Structure, beats, downbeats, energy, phrase position per frame and BPM, key per track
+    -> [B, d, T / 4]."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -106,6 +116,11 @@ class MetadataEncoder(nn.Module):
         per_frame = (N_STRUCTURE + 3) * FRAMES_PER_BEAT  # a beat's four frames side by side
         self.frames = nn.Sequential(nn.Linear(per_frame, d), nn.GELU(), nn.Linear(d, d))
         self.track = nn.Sequential(nn.Linear(N_KEYS + 1, d), nn.GELU(), nn.Linear(d, d))
+        self.phrase = nn.Linear(2 * len(PHRASE_HARMONICS), d)
+        # Zero at first, so that weights trained before this input existed fine-tune from
+        # exactly the function they computed (training --init).
+        nn.init.zeros_(self.phrase.weight)
+        nn.init.zeros_(self.phrase.bias)
         self.out = nn.Linear(2 * d, config.audio_embed_dim)
 
     def forward(self, f: TrackFeatures) -> torch.Tensor:
@@ -118,8 +133,20 @@ class MetadataEncoder(nn.Module):
         lo, hi = BPM_RANGE
         bpm = (f.bpm.clamp(lo, hi) - lo) / (hi - lo)
         track = self.track(torch.cat([f.key, bpm], dim=-1))[:, None, :]
-        tokens = self.frames(beats)
+        tokens = self.frames(beats) + self.phrase(self._phrase_features(f.phrase, batch, frames))
         return self.out(torch.cat([tokens, track.expand_as(tokens)], dim=-1)).transpose(1, 2)
+
+
+    def _phrase_features(self, phrase: torch.Tensor | None, batch: int, frames: int
+                         ) -> torch.Tensor:
+        """Sines and cosines of each beat's place in its phrase [B, T / 4, 6]: a bar's start
+        and a phrase's start are then a fixed direction the model can attend to."""
+        device = self.phrase.weight.device
+        if phrase is None:
+            phrase = torch.from_numpy(phrase_position(0, frames)).to(device).expand(batch, -1)
+        harmonics = torch.tensor(PHRASE_HARMONICS, device=device)
+        angles = 2 * np.pi * phrase[:, ::FRAMES_PER_BEAT, None] * harmonics
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
 class ConditioningEncoder(nn.Module):

@@ -37,7 +37,7 @@ import torch
 from analysis.audio import AUDIO_SUFFIXES, AudioLoadError
 from analysis.beats import BEATS_PER_BAR
 from analysis.cache import AnalysisCache
-from analysis.features import FRAMES_PER_BEAT, frame_rms
+from analysis.features import FRAMES_PER_BEAT, frame_rms, phrase_position
 from analysis.features import TrackFeatures as AnalysisFeatures
 from analysis.synth import render_track
 from analysis.track import AnalysisError, TrackAnalysis, analyze
@@ -200,11 +200,12 @@ class TransitionDataset:
                                    f"this version reads {FORMAT_VERSION}; rebuild it")
             with np.load(self.root / "examples.npz", allow_pickle=False) as z:
                 examples = {name: z[name] for name in (*_EXAMPLE_FIELDS, "curves")}
-            tracks = []
+            tracks, start_beats = [], []
             for i in range(len(self.manifest["tracks"])):
                 with np.load(self.root / "tracks" / f"{i:03d}.npz", allow_pickle=False) as z:
                     tracks.append({name: torch.from_numpy(z[name].astype(np.float32))
                                    for name in _FEATURE_FIELDS if name != "start_beat"})
+                    start_beats.append(int(z["start_beat"]))
         except (OSError, KeyError, ValueError) as err:
             if isinstance(err, DatasetError):
                 raise
@@ -214,6 +215,7 @@ class TransitionDataset:
         keep = splits[examples["a_track"]] == split
         self.examples = {name: value[keep] for name, value in examples.items()}
         self.tracks = tracks
+        self.start_beats = start_beats
         self.split = split
 
     def __len__(self) -> int:
@@ -227,6 +229,8 @@ class TransitionDataset:
         parts: dict[str, list[torch.Tensor]] = {f.name: [] for f in fields(TrackFeatures)}
         for track, start in zip(tracks, starts):
             t = self.tracks[track]
+            first_beat = self.start_beats[track] + start / FRAMES_PER_BEAT
+            parts["phrase"].append(torch.from_numpy(phrase_position(first_beat, frames)))
             for name, value in t.items():
                 if name in ("bpm", "key"):
                     parts[name].append(value)

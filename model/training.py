@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model, load_weights, save_model
 from .config import Config, TrainConfig, get_config
 from .data import DatasetError, TransitionDataset, build_dataset, generate_tracks
 from .device import autocast_dtype, pick_device
@@ -108,12 +108,14 @@ def _validation_batches(data: Path, batch_size: int) -> list:
 def train(data_path: Path | str | None = None, output_dir: Path | str = "runs/transition",
           config: Config | None = None, steps: int | None = None,
           resume: Path | str | None = None, device: str | None = None,
-          progress: bool = True) -> Path:
+          progress: bool = True, init: Path | str | None = None) -> Path:
     """Train a model; returns the path of the best (EMA) checkpoint.
 
     Without ``data_path`` a dataset is built from generated tracks inside ``output_dir``.
     ``resume`` continues a run from its ``resume.pt`` exactly where it stopped (same batches,
     noise, learning rate and EMA as if it had never stopped); ``steps`` is the run's total.
+    ``init`` starts a new run from a checkpoint's weights (fine-tuning); parameters the
+    checkpoint lacks keep their initialisation and are listed in the log.
     """
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
@@ -133,7 +135,9 @@ def train(data_path: Path | str | None = None, output_dir: Path | str = "runs/tr
     amp = autocast_dtype(dev)
 
     torch.manual_seed(tc.seed)
-    model = TransitionDiffusion(config).to(dev).train()
+    model = TransitionDiffusion(config)
+    fresh = load_weights(model, init, strict=False) if init is not None and state is None else None
+    model = model.to(dev).train()
     ema = EMA(model, tc.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.learning_rate,
                                   weight_decay=tc.weight_decay)
@@ -152,6 +156,8 @@ def train(data_path: Path | str | None = None, output_dir: Path | str = "runs/tr
             torch.cuda.set_rng_state(state["cuda_rng"])
 
     log = (output / "log.jsonl").open("a")
+    if fresh is not None:
+        log.write(json.dumps({"init": str(init), "new_parameters": fresh}) + "\n")
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="training",
                dynamic_ncols=True)
     smooth = None
@@ -228,12 +234,19 @@ def export(run_dir: Path, target: Path, data: Path | None = None) -> Path:
     """The run's best weights in fp16 at ``target``, with how they were made beside them
     (the commands, the dataset's size and how it was built, the losses)."""
     model = load_model(run_dir / "best.safetensors")
-    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    records = [r for r in lines if "step" in r]
     commands = (run_dir / "commands.txt").read_text().strip()
     best = min(records, key=lambda r: r["best_val_loss"])
     notes = {"command": commands, "steps": str(records[-1]["step"]),
              "final_train_loss": str(records[-1]["train_loss"]),
              "best_val_loss": str(best["best_val_loss"])}
+    init = [Path(r["init"]) for r in lines if "init" in r]
+    if init:  # a fine-tuned model: how its starting weights were made too
+        made = init[0].with_suffix(".json")
+        prior = json.loads(made.read_text()) if made.is_file() else {}
+        notes["init"] = json.dumps({"path": str(init[0]), **{
+            k: prior[k] for k in ("command", "steps", "best_val_loss", "init") if k in prior}})
     data = data if data is not None else run_dir / "data"
     manifest = json.loads((data / "manifest.json").read_text())
     dataset = {"path": str(data), "command": manifest.get("command", ""),
@@ -244,7 +257,8 @@ def export(run_dir: Path, target: Path, data: Path | None = None) -> Path:
     notes["data"] = json.dumps(dataset)
     save_model(model, target, half=True, notes=notes)
     target.with_suffix(".json").write_text(json.dumps(
-        {**notes, "data": dataset, "config": json.loads(model.config.model_dump_json()),
+        {**notes, "data": dataset, **({"init": json.loads(notes["init"])} if init else {}),
+         "config": json.loads(model.config.model_dump_json()),
          "log": records}, indent=1))
     return target
 
@@ -262,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--resume", type=Path, help="resume.pt of a run to continue")
+    parser.add_argument("--init", type=Path, help="start from this checkpoint's weights "
+                        "(fine-tuning; a model that gained parameters keeps them as initialised)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--export", type=Path, help="write the best weights here, fp16")
     args = parser.parse_args(argv)
@@ -276,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         with (args.output / "commands.txt").open("a") as f:  # every stage of the run
             f.write("python -m model.training " + shlex.join(argv or sys.argv[1:]) + "\n")
         train(args.data, args.output, config, steps=args.steps, resume=args.resume,
-              device=args.device)
+              device=args.device, init=args.init)
         if args.export:
             export(args.output, args.export, args.data)
     except (DatasetError, ValueError, FileNotFoundError) as err:

@@ -1,7 +1,6 @@
-"""The transition model's architecture, sampler and training loss (untrained weights).
-
-Training, checkpoints and shipped weights are not built yet; these tests cover the seed's API,
-the parameter budget, the DDIM/CFG sampler and that the loss can be learned.
+"""The transition model's architecture, sampler and training loss (untrained weights): the
+seed's API, the parameter budget, the DDIM/CFG sampler and that the loss can be learned.
+Training and checkpoints are tested in test_training.py and test_checkpoint.py.
 """
 
 import pytest
@@ -9,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from analysis.features import TrackFeatures as AnalysisFeatures
+from analysis.features import phrase_position
 from model import TrackFeatures, create_model, get_config
 
 
@@ -112,6 +112,23 @@ def test_analysis_features_batch_into_model_features():
     batch = TrackFeatures.from_analysis([one, one])
     assert batch.stem_mels.shape == (2, 4, 128, 64) and batch.bpm.shape == (2, 1)
     batch.validate("track", 128)
+    # Frame 0 is a bar before the first downbeat: the last bar of a phrase (7 of 8), and the
+    # phrase starts again on frame 16 (the first downbeat).
+    assert batch.phrase[0, 0] == pytest.approx(28 / 32)
+    assert batch.phrase[0, 16] == 0 and batch.phrase[0, 17] == pytest.approx(1 / 128)
+
+
+def test_where_deck_b_starts_a_phrase_reaches_the_conditioning(small):
+    """Two excerpts alike in everything but where their phrases start must condition apart:
+    the bass swap belongs on B's phrase start, which the section labels often do not show."""
+    a, b = features(1), features(1, seed=1)
+    b.phrase = torch.from_numpy(phrase_position(0, 128))[None]
+    shifted = features(1, seed=1)
+    shifted.phrase = torch.from_numpy(phrase_position(4 * 4, 128))[None]
+    seed_api = features(1, seed=1)  # no phrase given: the excerpt is read as starting one
+    with torch.no_grad():
+        assert not torch.allclose(small.condition(a, b), small.condition(a, shifted))
+        torch.testing.assert_close(small.condition(a, b), small.condition(a, seed_api))
 
 
 def test_bad_features_are_clear_errors(small):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from analysis.cache import AnalysisCache
-from model import load_model
+from model import TransitionDiffusion, load_model
+from model.checkpoint import save_model
 from model.config import Config, ModelConfig, TrainConfig
 from model.data import (FRAMES_PER_BAR, DatasetError, TransitionDataset, build_dataset,
                         generate_tracks)
@@ -109,3 +110,30 @@ def test_the_cli_names_bad_inputs(tmp_path, capsys):
     bad.write_bytes(b"not a checkpoint")
     assert train_main(["--resume", str(bad), "--output", str(tmp_path / "o")]) == 1
     assert "resume.pt" in capsys.readouterr().err
+
+
+def test_fine_tuning_starts_from_a_checkpoint_that_lacks_new_inputs(dataset, tmp_path):
+    """A model that gained an input (the phrase position) fine-tunes from weights trained
+    without it; the log and the exported file say where the weights came from."""
+    from safetensors.torch import load_file, save_file
+
+    root, _ = dataset
+    torch.manual_seed(1)
+    old = TransitionDiffusion(TINY)
+    for p in old.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    full = save_model(old, tmp_path / "full.safetensors")
+    weights = {k: v for k, v in load_file(full).items() if ".metadata.phrase." not in k}
+    before = tmp_path / "before.safetensors"
+    save_file(weights, before, metadata={"config": TINY.model_dump_json()})
+    with pytest.raises(ValueError, match="before.safetensors: weights do not fit"):
+        load_model(before)
+    run = tmp_path / "run"
+    train(root, run, TINY, steps=2, init=before, progress=False, device="cpu")
+    first = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    assert sorted(first["new_parameters"]) == ["encoder.metadata.phrase.bias",
+                                               "encoder.metadata.phrase.weight"]
+    (run / "commands.txt").write_text("python -m model.training --init x\n")
+    record = json.loads(export(run, tmp_path / "t.safetensors", root).with_suffix(
+        ".json").read_text())
+    assert record["init"]["path"] == str(before) and record["steps"] == "2"
