@@ -105,6 +105,8 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
     print(*said, *engine.poll(), sep="\n")
     if engine.plan and engine.plan.note:
         print(f"note: {engine.plan.note}")
+    if config.key_lock:
+        print(f"deck B: {engine.keylock.mode(1)}")
     peak = float(np.max(np.abs(mix))) if mix.size else 0.0
     print(f"transition from bar {start_bar + 1} of {a.name}; {mix.shape[1] / sr:.1f} s rendered "
           f"in {elapsed:.1f} s ({mix.shape[1] / sr / elapsed:.0f}x real time), "
@@ -221,6 +223,7 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
         if live is not None:
             live.close()
         output.stop()
+        engine.close()
         worker.stop()
         print()
         if recorder:
@@ -290,6 +293,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency", default="low", help="output latency: low, high or seconds")
     p.add_argument("--bars", type=int, default=16, help="transition length in bars")
     p.add_argument("--quantize", default="bar", choices=("off", "beat", "bar", "phrase"))
+    p.add_argument("--key-lock", action="store_true",
+                   help="a deck's tempo change keeps its pitch (time-stretched copies made in the "
+                        "background; vinyl-style until ready) instead of moving it like vinyl")
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance")
     p.add_argument("--candidates", type=int, default=3, help="transitions sampled per pair")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps")
@@ -345,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     device = int(args.device) if args.device and args.device.isdigit() else args.device
     try:
         config = EngineConfig(block_size=args.block_size, latency=latency, device=device,
-                              quantize=args.quantize, bars=args.bars, guidance=args.guidance,
+                              quantize=args.quantize, key_lock=args.key_lock,
+                              bars=args.bars, guidance=args.guidance,
                               candidates=args.candidates, steps=args.steps,
                               checkpoint=args.checkpoint, model_device=args.model_device,
                               worker=args.worker, separator=args.separator)

@@ -17,6 +17,7 @@ class EngineConfig(BaseModel):
     latency: float | Literal["low", "high"] = "low"  # PortAudio's suggested output latency
     device: str | int | None = None  # output device (name substring or index); None: default
     quantize: Quantize = "bar"  # where a triggered transition starts
+    key_lock: bool = False  # tempo changes keep the pitch (time-stretch) instead of vinyl-style
     bars: int = Field(16, ge=1, le=64)  # transition length
     guidance: float = Field(2.0, ge=0.0, le=10.0)
     candidates: int = Field(3, ge=1, le=8)  # transitions sampled per pair

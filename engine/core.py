@@ -12,6 +12,10 @@ Beat sync: during a transition the incoming deck is slaved to the outgoing one t
 grids: at every control block its position is set so that its beat is the cue beat plus the
 beats the outgoing deck has played since the start, and its rate follows the outgoing deck's
 tempo. The curves advance in the outgoing deck's beats, so "16 bars" lasts 16 bars at any tempo.
+
+Key lock: a deck's rate is its tempo relative to the track as analysed; the reader advances
+rate / stretch samples of the copy the deck holds (the original, or a time-stretched copy that a
+``Swap`` puts in place from the same beat, on a beat, crossfaded over one control block).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from effects import MixerConfig, StreamingMixer
 from effects.params import (MASTER_GAIN, N_DECK_PARAMS, N_PARAMS, PARAM_NAMES,
                             neutral_frame)
 
-from .deck import Track, read_stems
+from .deck import Track, read_stems, sync_rate
 from .transition import Scheduled, frame_at
 
 CONTROL_BLOCK = 128
@@ -58,6 +62,15 @@ class Sync:
 
 
 @dataclass(frozen=True)
+class Swap:
+    """Play ``track``, another copy of the music on ``deck`` (time-stretched for key lock, or the
+    original back), from the same beat: at once if the deck is stopped, else on its next beat."""
+
+    deck: int
+    track: Track
+
+
+@dataclass(frozen=True)
 class SetParam:
     index: int
     value: float
@@ -78,16 +91,17 @@ class Abort:
     pass
 
 
-Command = Load | Transport | Sync | SetParam | Schedule | Hold | Abort
+Command = Load | Transport | Sync | Swap | SetParam | Schedule | Hold | Abort
 
 
 @dataclass(frozen=True)
 class Status:
     clock: int  # samples rendered
-    positions: tuple[float, float]  # samples
+    positions: tuple[float, float]  # samples of the copy each deck plays
     beats: tuple[float, float]  # beat of each deck (0 at its first downbeat)
     playing: tuple[bool, bool]
-    rates: tuple[float, float]
+    rates: tuple[float, float]  # tempo relative to each track as analysed
+    stretches: tuple[float, float]  # of the copy each deck plays (1: the original, vinyl-style)
     on_air: int  # the deck the last transition went to (0 = A)
     phase: str  # "idle", "pending", "running", "returning"
     progress: float  # beats into the transition
@@ -110,6 +124,7 @@ class EngineCore:
         self.commands: deque[Command] = deque()
         self.events: deque[tuple[str, int]] = deque(maxlen=256)  # (what, clock)
         self._tracks: list[Track | None] = [None, None]
+        self._swaps: list[Track | None] = [None, None]  # copies waiting for their deck's beat
         self._pos = np.zeros(2)
         self._rate = np.ones(2)
         self._playing = [False, False]
@@ -126,6 +141,9 @@ class EngineCore:
         self._hand = np.zeros(N_PARAMS, dtype=np.float32)
         self._last_hand = np.full(N_PARAMS, np.nan, dtype=np.float32)
         self._stems = np.zeros((2, 4, 2, CONTROL_BLOCK), dtype=np.float32)
+        self._swap_stems = np.zeros((4, 2, CONTROL_BLOCK), dtype=np.float32)
+        self._fade_in = np.linspace(0.0, 1.0, CONTROL_BLOCK, dtype=np.float32)
+        self._fade_out = 1.0 - self._fade_in
         self._mix = np.zeros((2, CONTROL_BLOCK), dtype=np.float32)
         self._clock = 0
         self._errors = 0
@@ -174,15 +192,42 @@ class EngineCore:
         for d in (0, 1):
             track = self._tracks[d]
             if self._playing[d] and track is not None:
-                read_stems(track.stems, self._pos[d], self._rate[d], self._stems[d])
-                self._pos[d] += self._rate[d] * CONTROL_BLOCK
+                step = self._rate[d] / track.stretch
+                read_stems(track.stems, self._pos[d], step, self._stems[d])
+                if self._swaps[d] is not None:
+                    step = self._swap_on_beat(d, step)
+                    track = self._tracks[d]
+                self._pos[d] += step * CONTROL_BLOCK
                 if self._pos[d] >= track.samples:
                     self._playing[d] = False
                     self._event("deck_ended")
             else:
+                if self._swaps[d] is not None:
+                    self._switch(d, self._swaps[d])
                 self._stems[d] = 0.0
         self.mixer.process(self._stems[0], self._stems[1], self._frame, self._mix)
         self._clock += CONTROL_BLOCK
+
+    def _swap_on_beat(self, d: int, step: float) -> float:
+        """If a beat falls in this control block, crossfade ``_stems[d]`` (read from the copy
+        playing) into the waiting copy from the same beat and switch; returns the step."""
+        track, sr = self._tracks[d], self.sample_rate
+        b0 = track.beat_at(self._pos[d], sr)
+        if np.floor(track.beat_at(self._pos[d] + step * CONTROL_BLOCK, sr)) == np.floor(b0):
+            return step
+        self._switch(d, self._swaps[d])
+        step = self._rate[d] / self._tracks[d].stretch
+        read_stems(self._tracks[d].stems, self._pos[d], step, self._swap_stems)
+        self._stems[d] *= self._fade_out
+        self._swap_stems *= self._fade_in
+        self._stems[d] += self._swap_stems
+        return step
+
+    def _switch(self, d: int, track: Track) -> None:
+        self._pos[d] = track.position_of(self._tracks[d].beat_at(self._pos[d], self.sample_rate),
+                                         self.sample_rate)
+        self._tracks[d] = track
+        self._swaps[d] = None
 
     def _advance_transition(self) -> None:
         s = self._scheduled
@@ -192,7 +237,7 @@ class EngineCore:
             self._end(aborted=True)
             return
         sr = self.sample_rate
-        per_sample = self._rate[o] / (sr * out_track.grid.beat_period)
+        per_sample = self._rate[o] / (sr * out_track.beat_seconds)
         b0 = out_track.beat_at(self._pos[o], sr) if self._playing[o] else None
         b1 = b0 + per_sample * CONTROL_BLOCK if b0 is not None else None
         if self._phase == "pending":
@@ -206,7 +251,7 @@ class EngineCore:
             self._start(s, start)
         if b0 is not None:
             # Slave the incoming deck to the outgoing one through both beat grids.
-            self._rate[i] = self._rate[o] * in_track.grid.beat_period / out_track.grid.beat_period
+            self._rate[i] = self._rate[o] * sync_rate(in_track, out_track)
             self._pos[i] = in_track.position_of(s.cue_beat + b0 - self._start_beat, sr)
             self._playing[i] = True
             step = b1 - max(b0, self._start_beat)
@@ -290,10 +335,15 @@ class EngineCore:
                 self._held = False
         elif isinstance(c, Sync):
             self._sync(c.deck)
+        elif isinstance(c, Swap):
+            track = self._tracks[c.deck]
+            if track is not None and track.analysis is c.track.analysis:  # the same music
+                self._swaps[c.deck] = c.track
         elif isinstance(c, Load):
             if self._scheduled is not None and self._phase != "pending":
                 return  # never swap a track out from under a running transition
             self._tracks[c.deck] = c.track
+            self._swaps[c.deck] = None
             self._playing[c.deck] = False
             self._pos[c.deck] = 0.0
             self._rate[c.deck] = 1.0
@@ -323,7 +373,7 @@ class EngineCore:
         if a is None or b is None:
             return
         sr = self.sample_rate
-        self._rate[deck] = self._rate[other] * b.grid.beat_period / a.grid.beat_period
+        self._rate[deck] = self._rate[other] * sync_rate(b, a)
         bar_phase = a.beat_at(self._pos[other], sr) % 4.0
         beat = b.beat_at(self._pos[deck], sr)
         target = np.floor(beat / 4.0) * 4.0 + bar_phase
@@ -337,7 +387,9 @@ class EngineCore:
         return Status(
             clock=self._clock, positions=(float(self._pos[0]), float(self._pos[1])),
             beats=(float(beats[0]), float(beats[1])), playing=tuple(self._playing),
-            rates=(float(self._rate[0]), float(self._rate[1])), on_air=self._on_air,
+            rates=(float(self._rate[0]), float(self._rate[1])),
+            stretches=tuple(t.stretch if t is not None else 1.0 for t in self._tracks),
+            on_air=self._on_air,
             phase=self._phase, progress=float(self._progress),
             length=s.transition.beats if s is not None else 0.0, held=self._held,
             taken_over=tuple(PARAM_NAMES[j] for j in np.flatnonzero(self._taken)),

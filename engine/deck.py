@@ -1,9 +1,10 @@
 """A deck's track in memory and how the callback reads it at a playback rate.
 
-Playback is vinyl-style: the rate changes tempo and pitch together (key lock would need a
-time-stretch in the callback). Positions are in samples of the track (at the engine's rate) and
-fractional; reading interpolates with a 4-point cubic Hermite, which keeps the images of a rate
-change about 40 dB lower than linear interpolation at the same cost in compiled code.
+Playback is vinyl-style: the rate changes tempo and pitch together. Key lock swaps in a copy of
+the track time-stretched off the callback (``stretched_track``, engine/keylock.py), which the same
+reader plays at a rate near 1. Positions are in samples of the copy a deck plays (at the engine's
+rate) and fractional; reading interpolates with a 4-point cubic Hermite, which keeps the images of
+a rate change about 40 dB lower than linear interpolation at the same cost in compiled code.
 """
 
 from __future__ import annotations
@@ -26,10 +27,22 @@ class Track:
     name: str
     stems: np.ndarray  # float32 [4, 2, samples], C-contiguous
     analysis: TrackAnalysis
+    # A key-lock copy: the track time-stretched to play this many times faster at its own pitch.
+    stretch: float = 1.0
+
+    @cached_property
+    def grid(self) -> BeatGrid:
+        """The beat grid in this copy's time (the analysis's, scaled by the stretch)."""
+        g = self.analysis.grid
+        if self.stretch == 1.0:
+            return g
+        return BeatGrid(g.bpm * self.stretch, g.first_downbeat / self.stretch,
+                        g.duration / self.stretch)
 
     @property
-    def grid(self) -> BeatGrid:
-        return self.analysis.grid
+    def beat_seconds(self) -> float:
+        """A beat of the track as analysed: tempo rates are relative to it, whatever the copy."""
+        return self.analysis.grid.beat_period
 
     @property
     def samples(self) -> int:
@@ -58,6 +71,19 @@ class Track:
 def track_from_analysis(analysis: TrackAnalysis) -> Track:
     stems = np.ascontiguousarray(analysis.stems, dtype=np.float32)
     return Track(analysis.source.rsplit("/", 1)[-1], stems, analysis)
+
+
+def stretched_track(track: Track, stems: np.ndarray) -> Track:
+    """A key-lock copy of ``track`` (an original) from its time-stretched stems; the stretch is
+    the ratio of the lengths, so the copy's grid lands on its beats to the sample."""
+    copy = Track(track.name, stems, track.analysis, track.samples / stems.shape[-1])
+    copy.grid  # noqa: B018 - computed here, not in the callback
+    return copy
+
+
+def sync_rate(track: Track, to: Track) -> float:
+    """The rate that plays ``track`` at ``to``'s own tempo."""
+    return track.beat_seconds / to.beat_seconds
 
 
 @njit(cache=True, nogil=True)

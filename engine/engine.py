@@ -21,6 +21,7 @@ from effects.params import PARAM_INDEX, PARAM_NAMES
 from . import core as c
 from .config import EngineConfig, Quantize
 from .deck import Track, track_from_analysis
+from .keylock import KeyLock
 from .transition import Scheduled, Transition, next_start
 from .worker import (AnalyzeRequest, GenerateRequest, Generator, GenerationWorker, Result,
                      policy_transitions)
@@ -77,6 +78,8 @@ class Engine:
         self.worker = worker
         self._generator = Generator(self.config.checkpoint, self.config.model_device) \
             if worker is None else None
+        self.keylock = KeyLock(self.core, self.config.sample_rate, self.config.key_lock,
+                               synchronous=worker is None)
         self.tracks: list[Track | None] = [None, None]
         self._loading: dict[int, tuple[int, str]] = {}  # worker serial -> (deck, path)
         self.plan: Plan | None = None
@@ -122,9 +125,11 @@ class Engine:
             return
         self.tracks[deck] = track
         self.core.send(c.Load(deck, track))
+        self.keylock.loaded(deck, track)
         a = track.analysis
         self.messages.add(f"deck {DECK_NAMES[deck]}: {track.name}, {a.bpm:.1f} BPM, "
                           f"{a.key_name} ({a.camelot})")
+        self._update_key_lock()
         self.plan_next()
 
     def play(self, deck: int | str, playing: bool = True) -> None:
@@ -161,6 +166,16 @@ class Engine:
 
     def sync(self, deck: int | str) -> None:
         self.core.send(c.Sync(deck_index(deck)))
+
+    def set_key_lock(self, on: bool = True) -> None:
+        """Key lock: the decks keep their tracks' pitch at any tempo (time-stretched copies,
+        vinyl-style until a copy is ready); off, the pitch follows the tempo (vinyl)."""
+        self.keylock.on = bool(on)
+        self._update_key_lock()
+
+    def _update_key_lock(self) -> None:
+        for message in self.keylock.update(self._on_air):
+            self.messages.add(message)
 
     parameter_names = PARAM_NAMES
 
@@ -310,7 +325,12 @@ class Engine:
         if status.errors != self._last_errors:
             self._last_errors = status.errors
             self.messages.add(f"audio errors: {status.errors} (last: {status.last_error})")
+        self._update_key_lock()
         return self.messages.drain()
+
+    def close(self) -> None:
+        """Stop what runs beside the loop (key-lock stretches)."""
+        self.keylock.close()
 
     def _result(self, result: Result) -> None:
         if result.serial == -1:
@@ -348,8 +368,9 @@ class Engine:
                 continue
             bar = int(s.beats[d] // BEATS_PER_BAR) + 1
             state = "play" if s.playing[d] else "stop"
+            mode = f" {self.keylock.mode(d)}" if self.keylock.on or s.stretches[d] != 1.0 else ""
             parts.append(f"{DECK_NAMES[d]}: {state} bar {bar:3d}.{int(s.beats[d] % 4) + 1} "
-                         f"{t.analysis.bpm * s.rates[d]:6.2f} BPM {t.analysis.camelot:>3}")
+                         f"{t.analysis.bpm * s.rates[d]:6.2f} BPM {t.analysis.camelot:>3}{mode}")
         if s.phase == "idle":
             ready = len(self.plan.transitions) if self.plan else 0
             parts.append(f"next: {self.bars} bars, {ready} candidates, cand {self.candidate + 1}")

@@ -1,0 +1,131 @@
+"""Time-stretching for key lock: Signalsmith Stretch (the python-stretch binding, MIT) on a deck's
+stems, away from the audio callback.
+
+The binding stretches a whole buffer per call (latency compensated, so onsets stay where the
+ratio puts them, and no seams) and holds the GIL while it works: seconds per minute of four
+stereo stems, when the callback needs the GIL every few milliseconds. So live, a
+``StretchJob`` runs it in a spawned process and the stems go there and back through
+memory-mapped files (numpy copies them without holding the GIL). This module imports nothing
+heavy: the spawned process loads it alone. Figures against audiotsm and librosa, and the GIL
+measurement: bench/keylock.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import multiprocessing as mp
+from typing import Callable
+
+import numpy as np
+import python_stretch as ps
+
+MIN_FACTOR, MAX_FACTOR = 0.25, 4.0
+_CONTEXT = mp.get_context("spawn")  # fork would copy the audio thread's state
+
+
+def check_factor(factor: float) -> float:
+    factor = float(factor)
+    if not MIN_FACTOR <= factor <= MAX_FACTOR:  # NaN fails too
+        raise ValueError(f"stretch factor {factor}: choose {MIN_FACTOR} to {MAX_FACTOR}")
+    return factor
+
+
+def stretch_stems(stems: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
+    """stems float32 [S, channels, N] played ``factor`` times faster at the same pitch:
+    [S, channels, about N / factor]. Deterministic (a fixed seed)."""
+    factor = check_factor(factor)
+    out = None
+    for s in range(stems.shape[0]):
+        stretch = ps.Signalsmith.Stretch(0)
+        stretch.preset(stems.shape[1], float(sample_rate))
+        stretch.timeFactor = factor
+        # A writable copy: the binding refuses read-only arrays (a memory map opened for reading).
+        y = stretch.process(np.array(stems[s], dtype=np.float32))
+        if out is None:
+            out = np.empty((stems.shape[0], *y.shape), dtype=np.float32)
+        out[s] = y
+    return out
+
+
+def _stretch_files(src: str, shape: tuple[int, ...], dst: str, factor: float,
+                   sample_rate: int) -> None:
+    """The spawned process: stems from ``src``, stretched into ``dst`` (raw float32); an error
+    goes to ``dst``.error for the parent to report."""
+    try:
+        stems = np.memmap(src, np.float32, "r", shape=shape)
+        stretch_stems(stems, factor, sample_rate).tofile(dst)
+    except Exception as err:  # noqa: BLE001 - reported by the parent
+        with open(dst + ".error", "w") as f:
+            f.write(f"{type(err).__name__}: {err}")
+        raise SystemExit(1) from None
+
+
+def _scratch_dir(nbytes: int) -> str | None:
+    """Memory-backed /dev/shm when it has room for both copies (containers often give it 64 MB),
+    else the temp folder (None)."""
+    try:
+        return "/dev/shm" if shutil.disk_usage("/dev/shm").free > 3 * nbytes else None
+    except OSError:
+        return None
+
+
+class StretchJob:
+    """``stretch_stems`` in a spawned process, waited on by a thread. ``done(job, result)`` gets
+    the stretched stems or the error, on that thread; never after ``cancel()``."""
+
+    def __init__(self, stems: np.ndarray, factor: float, sample_rate: int,
+                 done: Callable[[StretchJob, np.ndarray | BaseException], None]) -> None:
+        self.factor = check_factor(factor)
+        self._lock = threading.Lock()  # between cancel() and the thread starting the process
+        self._cancelled = False
+        self._process: mp.Process | None = None
+        self._thread = threading.Thread(target=self._run, args=(stems, sample_rate, done),
+                                        daemon=True, name="key-lock")
+        self._thread.start()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            if self._process is not None and self._process.is_alive():
+                self._process.terminate()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self, stems: np.ndarray, sample_rate: int, done) -> None:
+        try:
+            result: np.ndarray | BaseException = self._stretch(stems, sample_rate)
+        except Exception as err:  # noqa: BLE001 - handed to done()
+            result = err
+        if not self._cancelled and result is not None:
+            done(self, result)
+
+    def _stretch(self, stems: np.ndarray, sample_rate: int) -> np.ndarray | None:
+        with tempfile.TemporaryDirectory(prefix="automix-keylock-",
+                                         dir=_scratch_dir(stems.nbytes)) as tmp:
+            src, dst = os.path.join(tmp, "in.f32"), os.path.join(tmp, "out.f32")
+            np.memmap(src, np.float32, "w+", shape=stems.shape)[:] = stems
+            with self._lock:
+                if self._cancelled:
+                    return None
+                self._process = _CONTEXT.Process(
+                    target=_stretch_files, daemon=True, name="key-lock",
+                    args=(src, stems.shape, dst, self.factor, sample_rate))
+                self._process.start()
+            self._process.join()
+            if self._cancelled:
+                return None
+            if self._process.exitcode != 0:
+                why = f"exit code {self._process.exitcode}"
+                if os.path.exists(dst + ".error"):
+                    with open(dst + ".error") as f:
+                        why = f.read()
+                raise RuntimeError(f"time-stretch to {self.factor:.4f}x failed: {why}")
+            per_sample = stems.shape[0] * stems.shape[1] * 4
+            shape = (*stems.shape[:2], os.path.getsize(dst) // per_sample)
+            out = np.empty(shape, dtype=np.float32)
+            out[:] = np.memmap(dst, np.float32, "r", shape=shape)
+            return out
