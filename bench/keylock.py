@@ -13,7 +13,7 @@ audiotsm's WSOLA and phase vocoder (the dev extra), librosa's phase vocoder.
    largest distance (ms) of an onset from where the ratio puts it; the length error (samples).
 3. The GIL: a thread that sleeps 1 ms in a loop records its longest wait while the shipped
    stretcher works on ``--track-seconds`` of stems in a thread of this process, and while a
-   ``StretchJob`` (a spawned process) does the same; the audio callback would wait as long.
+   ``StretchJob`` (a child process) does the same; the audio callback would wait as long.
    Its longest wait over 5 s with nothing running is the baseline (the OS's scheduling). The
    job's wall time is the time from a tempo change to key lock.
 

@@ -5,7 +5,7 @@ rate; the other deck at its own rate while it plays, and when stopped at the rat
 transition will give it (the deck on air's tempo), so its copy is ready before it is heard. A
 copy made for a rate serves while the rate stays within ``TOLERANCE_CENTS`` of it (the reader
 makes up the difference, vinyl-style, a pitch error of at most that); beyond it a new copy is
-stretched (engine/stretch.py: in a spawned process live, in this thread offline, which keeps
+stretched (engine/stretch.py: in a child process live, in this thread offline, which keeps
 offline renders deterministic), and until it is ready the deck resamples whichever copy it has,
 or the original, that is nearer in pitch. The core swaps a copy in on a beat (``core.Swap``).
 """

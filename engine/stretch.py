@@ -3,27 +3,28 @@ stems, away from the audio callback.
 
 The binding stretches a whole buffer per call (latency compensated, so onsets stay where the
 ratio puts them, and no seams) and holds the GIL while it works: seconds per minute of four
-stereo stems, when the callback needs the GIL every few milliseconds. So live, a
-``StretchJob`` runs it in a spawned process and the stems go there and back through
-memory-mapped files (numpy copies them without holding the GIL). This module imports nothing
-heavy: the spawned process loads it alone. Figures against audiotsm and librosa, and the GIL
-measurement: bench/keylock.py.
+stereo stems, when the callback needs the GIL every few milliseconds. So live, a ``StretchJob``
+runs this module as a program in a child process (a multiprocessing child would first import the
+parent's main module: seconds of torch and the rest for every stretch), and the stems go there
+and back through memory-mapped files (numpy copies them without holding the GIL). Figures
+against audiotsm and librosa, and the GIL measurement: bench/keylock.py.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
-import multiprocessing as mp
 from typing import Callable
 
 import numpy as np
 import python_stretch as ps
 
 MIN_FACTOR, MAX_FACTOR = 0.25, 4.0
-_CONTEXT = mp.get_context("spawn")  # fork would copy the audio thread's state
+_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where engine/ is
 
 
 def check_factor(factor: float) -> float:
@@ -50,19 +51,6 @@ def stretch_stems(stems: np.ndarray, factor: float, sample_rate: int) -> np.ndar
     return out
 
 
-def _stretch_files(src: str, shape: tuple[int, ...], dst: str, factor: float,
-                   sample_rate: int) -> None:
-    """The spawned process: stems from ``src``, stretched into ``dst`` (raw float32); an error
-    goes to ``dst``.error for the parent to report."""
-    try:
-        stems = np.memmap(src, np.float32, "r", shape=shape)
-        stretch_stems(stems, factor, sample_rate).tofile(dst)
-    except Exception as err:  # noqa: BLE001 - reported by the parent
-        with open(dst + ".error", "w") as f:
-            f.write(f"{type(err).__name__}: {err}")
-        raise SystemExit(1) from None
-
-
 def _scratch_dir(nbytes: int) -> str | None:
     """Memory-backed /dev/shm when it has room for both copies (containers often give it 64 MB),
     else the temp folder (None)."""
@@ -73,7 +61,7 @@ def _scratch_dir(nbytes: int) -> str | None:
 
 
 class StretchJob:
-    """``stretch_stems`` in a spawned process, waited on by a thread. ``done(job, result)`` gets
+    """``stretch_stems`` in a child process, waited on by a thread. ``done(job, result)`` gets
     the stretched stems or the error, on that thread; never after ``cancel()``."""
 
     def __init__(self, stems: np.ndarray, factor: float, sample_rate: int,
@@ -81,7 +69,7 @@ class StretchJob:
         self.factor = check_factor(factor)
         self._lock = threading.Lock()  # between cancel() and the thread starting the process
         self._cancelled = False
-        self._process: mp.Process | None = None
+        self._process: subprocess.Popen | None = None
         self._thread = threading.Thread(target=self._run, args=(stems, sample_rate, done),
                                         daemon=True, name="key-lock")
         self._thread.start()
@@ -89,7 +77,7 @@ class StretchJob:
     def cancel(self) -> None:
         with self._lock:
             self._cancelled = True
-            if self._process is not None and self._process.is_alive():
+            if self._process is not None:
                 self._process.terminate()
 
     def join(self, timeout: float | None = None) -> None:
@@ -97,7 +85,7 @@ class StretchJob:
 
     def _run(self, stems: np.ndarray, sample_rate: int, done) -> None:
         try:
-            result: np.ndarray | BaseException = self._stretch(stems, sample_rate)
+            result: np.ndarray | BaseException | None = self._stretch(stems, sample_rate)
         except Exception as err:  # noqa: BLE001 - handed to done()
             result = err
         if not self._cancelled and result is not None:
@@ -111,21 +99,32 @@ class StretchJob:
             with self._lock:
                 if self._cancelled:
                     return None
-                self._process = _CONTEXT.Process(
-                    target=_stretch_files, daemon=True, name="key-lock",
-                    args=(src, stems.shape, dst, self.factor, sample_rate))
-                self._process.start()
-            self._process.join()
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "engine.stretch", src, dst, *map(str, stems.shape),
+                     repr(self.factor), str(sample_rate)], cwd=_PROJECT,
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, err = self._process.communicate()
             if self._cancelled:
                 return None
-            if self._process.exitcode != 0:
-                why = f"exit code {self._process.exitcode}"
-                if os.path.exists(dst + ".error"):
-                    with open(dst + ".error") as f:
-                        why = f.read()
+            if self._process.returncode != 0:
+                lines = err.decode(errors="replace").strip().splitlines()
+                why = lines[-1] if lines else f"exit code {self._process.returncode}"
                 raise RuntimeError(f"time-stretch to {self.factor:.4f}x failed: {why}")
             per_sample = stems.shape[0] * stems.shape[1] * 4
             shape = (*stems.shape[:2], os.path.getsize(dst) // per_sample)
             out = np.empty(shape, dtype=np.float32)
             out[:] = np.memmap(dst, np.float32, "r", shape=shape)
             return out
+
+
+def main(argv: list[str]) -> int:
+    """The child: ``python -m engine.stretch SRC DST STEMS CHANNELS SAMPLES FACTOR RATE``
+    stretches the raw float32 stems in SRC into DST."""
+    src, dst, n_stems, channels, samples, factor, rate = argv
+    stems = np.memmap(src, np.float32, "r", shape=(int(n_stems), int(channels), int(samples)))
+    stretch_stems(stems, float(factor), int(rate)).tofile(dst)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
