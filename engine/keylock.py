@@ -66,17 +66,11 @@ class KeyLock:
         with self._lock:
             ready, self._ready = self._ready, []
         for deck, job, result in ready:
-            if job is not self._jobs[deck]:
-                continue  # superseded
-            self._jobs[deck] = None
-            if isinstance(result, BaseException):
-                self._failed[deck] = job.factor
-                messages.append(f"deck {'AB'[deck]}: key lock failed ({result}); the pitch "
-                                f"follows the tempo")
-            else:
-                self._send(deck, stretched_track(self._tracks[deck], result))
+            if job is self._jobs[deck]:  # else superseded
+                self._jobs[deck] = None
+                self._take(deck, job.factor, result, messages)
         for deck, rate in enumerate(self._targets(on_air)):
-            self._aim(deck, rate)
+            self._aim(deck, rate, messages)
         return messages
 
     def mode(self, deck: int) -> str:
@@ -111,7 +105,7 @@ class KeyLock:
                     else s.rates[out] * sync_rate(b, a)
         return rates
 
-    def _aim(self, deck: int, rate: float) -> None:
+    def _aim(self, deck: int, rate: float, messages: list[str]) -> None:
         track = self._tracks[deck]
         if track is None:
             return
@@ -127,11 +121,25 @@ class KeyLock:
             self._send(deck, track)  # the original is nearer in pitch than the copy
         if want == 1.0 or (self._failed[deck] is not None and within(want / self._failed[deck])):
             return
-        if self.synchronous:
-            self._send(deck, stretched_track(track, stretch_stems(track.stems, want,
-                                                                  self.sample_rate)))
+        try:
+            if not self.synchronous:
+                self._jobs[deck] = StretchJob(track.stems, want, self.sample_rate,
+                                              self._finished(deck))
+                return
+            result: np.ndarray | BaseException = stretch_stems(track.stems, want,
+                                                               self.sample_rate)
+        except ValueError as err:  # a tempo beyond the stretcher's range
+            result = err
+        self._take(deck, want, result, messages)
+
+    def _take(self, deck: int, factor: float, result: np.ndarray | BaseException,
+              messages: list[str]) -> None:
+        if isinstance(result, BaseException):
+            self._failed[deck] = factor
+            messages.append(f"deck {'AB'[deck]}: key lock failed ({result}); the pitch follows "
+                            f"the tempo")
         else:
-            self._jobs[deck] = StretchJob(track.stems, want, self.sample_rate, self._finished(deck))
+            self._send(deck, stretched_track(self._tracks[deck], result))
 
     def _finished(self, deck: int):
         def done(job: StretchJob, result: np.ndarray | BaseException) -> None:

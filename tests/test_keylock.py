@@ -19,7 +19,7 @@ from engine.keylock import cents
 from engine.stretch import StretchJob, stretch_stems
 from engine.worker import GenerationWorker
 
-from conftest import SR, tone_stems
+from conftest import SR, settle, tone_stems
 
 TONE = 440.0
 
@@ -231,3 +231,13 @@ def test_main_renders_with_key_lock(tmp_path, capsys, monkeypatch):
                       str(out), "--bars", "2", "--checkpoint", "none", "--key-lock"]) == 0
     text = capsys.readouterr().out
     assert "deck B: key lock\n" in text and "transition finished" in text
+
+
+def test_a_tempo_beyond_the_stretcher_says_so_and_plays_vinyl(silent_a):
+    far = with_tempo(silent_a, silent_a.analysis.bpm * 5, tone_stems(TONE, 1.0, stem=3), "far")
+    engine = engine_with(silent_a, far, key_lock=True)
+    messages = engine.poll()
+    assert any("deck B: key lock failed (stretch factor 0.2" in m for m in messages), messages
+    settle(engine)
+    assert engine.core.status.stretches[1] == 1.0
+    assert engine.keylock.mode(1).startswith("vinyl -27")  # -2786 cents: a fifth of the tempo
