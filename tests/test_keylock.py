@@ -100,9 +100,9 @@ def test_stretch_keeps_the_pitch_and_puts_onsets_where_the_ratio_says():
 
 @pytest.mark.parametrize("key_lock", [True, False])
 def test_a_synced_deck_plays_the_live_tempo_at_its_own_pitch_with_key_lock(
-        two_tracks, silent_a, key_lock):
+        silent_a, key_lock):
     bpm_a = silent_a.analysis.bpm
-    b = with_tempo(silent_a, bpm_a * 1.05, tone_stems(TONE, 6.0, stem=3), "tone")  # 5 % faster than deck A
+    b = with_tempo(silent_a, bpm_a * 1.05, tone_stems(TONE, 6.0, stem=3), "tone")  # 5 % faster
     engine = engine_with(silent_a, b, key_lock=key_lock)
     mix, trace = render(engine, 3.0)
     rate = b.beat_seconds / silent_a.beat_seconds  # 1 / 1.05: deck A's tempo
