@@ -52,7 +52,15 @@ def sample_curves(curves: torch.Tensor, positions: torch.Tensor, n_samples: int)
 
 
 def cascade_response(coeffs: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """Frequency response [..., n_fft // 2 + 1] of biquad cascades given as [..., K, 5].
+    """Frequency response [..., n_fft // 2 + 1] of biquad cascades given as [..., K, 5], on the
+    bins of an ``n_fft``-point real FFT (see ``response_at``)."""
+    return response_at(coeffs, torch.linspace(0.0, torch.pi, n_fft // 2 + 1, dtype=coeffs.dtype,
+                                              device=coeffs.device))
+
+
+def response_at(coeffs: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """Frequency response [..., M] of biquad cascades [..., K, 5] at angular frequencies [M]
+    (radians per sample).
 
     Each biquad is evaluated on its own, in the precision of ``coeffs`` (float64 off MPS): a
     cascade multiplied out into one polynomial loses most of its digits near DC, where a
@@ -62,8 +70,6 @@ def cascade_response(coeffs: torch.Tensor, n_fft: int) -> torch.Tensor:
     """
     lead = coeffs.shape[:-2]
     rows = coeffs.reshape(-1, *coeffs.shape[-2:])
-    omega = torch.linspace(0.0, torch.pi, n_fft // 2 + 1, dtype=coeffs.dtype,
-                           device=coeffs.device)
     z1 = torch.polar(torch.ones_like(omega), -omega)  # e^{-j w}
     chunk = max(1, _RESPONSE_CHUNK // omega.numel())
     needs_grad = torch.is_grad_enabled() and coeffs.requires_grad
@@ -77,7 +83,7 @@ def cascade_response(coeffs: torch.Tensor, n_fft: int) -> torch.Tensor:
     return torch.cat(pieces).reshape(*lead, -1)
 
 
-# Rows x bins per chunk of ``cascade_response``: ~32 MB of complex128 per intermediate.
+# Rows x bins per chunk of ``response_at``: ~32 MB of complex128 per intermediate.
 _RESPONSE_CHUNK = 1 << 21
 
 
@@ -116,7 +122,13 @@ class DifferentiableMixer(nn.Module):
         self.fdn_delay_steps = [int(d) for d in fdn.delays]
 
     def forward(self, stems_a: torch.Tensor, stems_b: torch.Tensor, params: torch.Tensor,
-                sample_rate: int | None = None) -> torch.Tensor:
+                sample_rate: int | None = None, per_stem: bool = False) -> torch.Tensor:
+        """The mix [B, 2, N]; with ``per_stem`` each stem's share of it [B, 8, 2, N] instead.
+
+        A stem's share is what the mix would be with every other stem silent (its own reverb
+        tail and the master gain included; the network is linear in its input), so the shares
+        sum to the mix. Stems are in deck-major order (A's drums, bass, vocals, other, then B's).
+        """
         self._check(stems_a, stems_b, params, sample_rate)
         n = stems_a.shape[-1]
         curves = params.to(stems_a.dtype).clamp(0.0, 1.0)
@@ -126,15 +138,23 @@ class DifferentiableMixer(nn.Module):
         deck = torch.cat([deck_a.expand(-1, -1, N_STEMS), deck_b.expand(-1, -1, N_STEMS)], -1)
         amp = (gain_to_amplitude(controls[..., :8]) * deck).transpose(1, 2)  # [B, 8, N]
         stems = torch.cat([stems_a, stems_b], dim=1) * amp[:, :, None, :]
-        dry = self._filter(stems, curves, n)
+        dry = self._filter(stems, curves, n, per_stem)
+        # Controls over time, shaped to broadcast against dry [B, 2, N] or [B, 8, 2, N].
+        over_time = (dry.shape[0],) + (1,) * (dry.ndim - 2) + (n,)
         send = reverb_wet_to_send(controls[..., 10])
         if params.requires_grad or bool((send > 0).any()):
             rt60 = reverb_decay_to_rt60(controls[..., 11])
-            dry = dry + self._reverb(dry * send[:, None, :], rt60)
-        return gain_to_amplitude(controls[..., 9])[:, None, :] * dry
+            sent = dry * send.reshape(over_time)
+            if per_stem:  # stems into the batch: one reverb run each
+                rt60 = rt60.repeat_interleave(2 * N_STEMS, dim=0)
+                sent = sent.flatten(0, 1)
+            dry = dry + self._reverb(sent, rt60).reshape(dry.shape)
+        return gain_to_amplitude(controls[..., 9]).reshape(over_time) * dry
 
-    def _filter(self, stems: torch.Tensor, curves: torch.Tensor, n: int) -> torch.Tensor:
-        """Filter stems [B, 8, 2, N] frame by frame and sum them -> [B, 2, N]."""
+    def _filter(self, stems: torch.Tensor, curves: torch.Tensor, n: int,
+                per_stem: bool = False) -> torch.Tensor:
+        """Filter stems [B, 8, 2, N] frame by frame and sum them -> [B, 2, N] (or, per stem,
+        keep them apart -> [B, 8, 2, N])."""
         hop, n_fft = self.hop, self.n_fft
         batch = stems.shape[0]
         n_frames = (n - 1) // hop + 2  # frame t is centred on sample t * hop
@@ -150,12 +170,13 @@ class DifferentiableMixer(nn.Module):
                                                               N_FILTERS)
         response = cascade_response(biquad_coefficients(filter_params, self.config), n_fft)
         response = response.to(spectra.dtype)  # [B, T, 8, K]
-        mixed = torch.einsum("btsk,bsctk->bctk", response, spectra)
-        blocks = torch.fft.irfft(mixed, n=n_fft)  # [B, 2, T, n_fft]
-        ola = F.fold(blocks.reshape(batch * N_CHANNELS, n_frames, n_fft).transpose(1, 2),
+        mixed = torch.einsum("btsk,bsctk->" + ("bsctk" if per_stem else "bctk"), response,
+                             spectra)
+        blocks = torch.fft.irfft(mixed, n=n_fft)  # [B, (8,) 2, T, n_fft]
+        ola = F.fold(blocks.reshape(-1, n_frames, n_fft).transpose(1, 2),
                      output_size=(1, (n_frames - 1) * hop + n_fft), kernel_size=(1, n_fft),
                      stride=(1, hop))
-        return ola.reshape(batch, N_CHANNELS, -1)[..., hop:hop + n]
+        return ola.reshape(*blocks.shape[:-2], -1)[..., hop:hop + n]
 
     def _reverb(self, send: torch.Tensor, rt60: torch.Tensor) -> torch.Tensor:
         """The FDN of ``effects.reverb`` on [B, 2, N], ``min_delay`` samples at a time."""
