@@ -49,7 +49,10 @@ def read_checkpoint(path: Path | str | None = None) -> tuple[Config, dict[str, t
                                    else ""))
     try:
         with safe_open(str(path), framework="pt") as f:
-            config = Config.model_validate_json((f.metadata() or {})["config"])
+            config = json.loads((f.metadata() or {})["config"])
+            # Checkpoints from before the prediction setting predicted the noise.
+            config.get("diffusion", {}).setdefault("prediction", "epsilon")
+            config = Config.model_validate(config)
             state = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{path}: not a safetensors checkpoint ({err})") from None

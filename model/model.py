@@ -2,8 +2,9 @@
 
 Noisy curves [B, F, 52] -> input projection + positions; timestep embedding; blocks of
 self-attention, cross-attention to the conditioning sequence and a feed-forward layer, with
-DiT's adaLN-Zero time modulation; output projection predicting the noise. Training is DDPM
-(epsilon prediction, MSE) with condition dropout; sampling is DDIM with classifier-free guidance.
+DiT's adaLN-Zero time modulation; output projection predicting v (or the noise). Training is DDPM
+(v or epsilon prediction, MSE) with condition dropout; sampling is DDIM with classifier-free
+guidance.
 Curves are modelled in [-1, 1] (2 * params - 1) and returned in [0, 1].
 """
 
@@ -88,7 +89,8 @@ class DiTBlock(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """Predicts the noise in curves [B, F, P] at timesteps t [B] given cond [B, 2 * beats, C]."""
+    """Predicts the noise (or v) in curves [B, F, P] at timesteps t [B] given cond
+    [B, 2 * beats, C]."""
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -163,7 +165,9 @@ class TransitionDiffusion(nn.Module):
             condition_dropout = self.config.diffusion.condition_dropout
         drop = torch.rand(batch, device=x0.device) < condition_dropout
         cond = torch.where(drop[:, None, None], self.null_condition.expand_as(cond), cond)
-        return torch.mean((self.denoiser(xt, t, cond) - noise) ** 2)
+        target = noise if self.config.diffusion.prediction == "epsilon" else (
+            a.sqrt() * noise - (1 - a).sqrt() * x0)
+        return torch.mean((self.denoiser(xt, t, cond) - target) ** 2)
 
     @torch.no_grad()
     def generate(self, track_a: TrackFeatures, track_b: TrackFeatures,
@@ -202,15 +206,19 @@ class TransitionDiffusion(nn.Module):
         for i, t in enumerate(timesteps):
             tt = torch.full((x.shape[0],), t, device=x.device)
             if guidance == 1.0:
-                eps = self.denoiser(x, tt, cond, kv)
+                out = self.denoiser(x, tt, cond, kv)
             else:
                 both = self.denoiser(torch.cat([x, x]), torch.cat([tt, tt]), cond, kv)
-                eps_cond, eps_null = both.chunk(2)
-                eps = eps_null + guidance * (eps_cond - eps_null)
+                out_cond, out_null = both.chunk(2)
+                out = out_null + guidance * (out_cond - out_null)
             a = self.alpha_bar[t]
             last = i + 1 == len(timesteps)
             a_prev = x.new_tensor(1.0) if last else self.alpha_bar[timesteps[i + 1]]
-            x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1.0, 1.0)
+            if self.config.diffusion.prediction == "epsilon":
+                x0 = (x - (1 - a).sqrt() * out) / a.sqrt()
+            else:
+                x0 = a.sqrt() * x - (1 - a).sqrt() * out
+            x0 = x0.clamp(-1.0, 1.0)
             eps = (x - a.sqrt() * x0) / (1 - a).sqrt().clamp_min(1e-8)
             x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
         return x

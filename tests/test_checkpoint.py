@@ -40,3 +40,17 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
               metadata={"config": get_config("base").model_dump_json()})
     with pytest.raises(ValueError, match="wrong.safetensors: weights do not fit"):
         load_model(tmp_path / "wrong.safetensors")
+
+
+def test_checkpoints_from_before_v_prediction_still_predict_the_noise(tmp_path):
+    """A config written before the prediction setting existed meant epsilon prediction."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+    path = save_model(create_model(get_config("small")), tmp_path / "m.safetensors")
+    config = json.loads(get_config("small").model_dump_json())
+    del config["diffusion"]["prediction"]
+    save_file(load_file(path), tmp_path / "old.safetensors",
+              metadata={"config": json.dumps(config)})
+    assert load_model(tmp_path / "old.safetensors").config.diffusion.prediction == "epsilon"
+    assert load_model(path).config.diffusion.prediction == "v"

@@ -82,6 +82,31 @@ def test_one_ddim_step_at_t0_returns_its_input(small):
     assert torch.allclose(out, x, atol=0.02)
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+def test_ddim_lands_on_the_curves_an_exact_denoiser_points_to(prediction):
+    """The sampler's algebra for both parametrisations: a stand-in denoiser that returns the
+    exact noise (or v) for known curves must lead DDIM from pure noise to those curves."""
+    config = get_config("small")
+    config = config.model_copy(update={"diffusion": config.diffusion.model_copy(
+        update={"prediction": prediction})})
+    model = create_model(config)
+    target = torch.sin(torch.linspace(0, 6, 128))[None, :, None].expand(1, 128, 52) * 0.9
+
+    class Exact(torch.nn.Module):
+        def cross_kv(self, cond):
+            return [None]
+
+        def forward(self, x, t, cond, kv=None):
+            a = model.alpha_bar[t][:, None, None]
+            eps = (x - a.sqrt() * target) / (1 - a).sqrt()
+            return eps if prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * target
+
+    model.denoiser = Exact()
+    steps = torch.linspace(999, 0, 25).round().long().tolist()
+    out = model.ddim(torch.randn(1, 128, 52), steps, torch.zeros(1, 8, 4), guidance=1.0)
+    torch.testing.assert_close(out, target, atol=1e-3, rtol=0)
+
+
 def test_the_loss_can_be_learned_on_a_small_dataset():
     torch.manual_seed(0)
     model = create_model(get_config("small"))
