@@ -13,7 +13,8 @@ import math
 from typing import Any
 
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket, ParseError
+
+from .osc import BadMessage, parse
 
 LIVE_PORT = 11000
 REPLY_PORT = 11001
@@ -45,8 +46,8 @@ class AbletonTempo:
 
     def received(self, data: bytes) -> None:
         try:
-            messages = OscPacket(data).messages
-        except ParseError:
+            messages = parse(data)
+        except BadMessage:
             return
         for timed in messages:
             m = timed.message

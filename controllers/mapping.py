@@ -8,6 +8,7 @@ their manuals (status byte 0xB0 is channel 1). See presets/ for real controllers
 from __future__ import annotations
 
 import fnmatch
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,19 @@ BARS_CHOICES = (4, 8, 16, 32)
 
 class MappingError(ValueError):
     """A mapping file that cannot be used; the message names the file, line and field."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2's booleans (true/false only): PyYAML follows YAML 1.1, where on/off/yes/no are
+    booleans too, and ``on``/``off`` are fields of a feedback entry."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
 
 
 class Control(BaseModel):
@@ -78,30 +92,43 @@ class Mapping(BaseModel):
 
 
 def _line_of(node: yaml.Node, loc: tuple) -> int:
-    """The 1-based line of the YAML node at a pydantic error location."""
+    """The 1-based line of the YAML key (or list item) at a pydantic error location."""
+    line = node.start_mark.line
     for key in loc:
         if isinstance(node, yaml.MappingNode):
-            found = [v for k, v in node.value if k.value == key]
+            found = [(k, v) for k, v in node.value if k.value == key]
             if not found:
                 break
-            node = found[0]
+            key_node, node = found[0]
+            line = key_node.start_mark.line  # a nested value starts on the line after its key
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and \
                 key < len(node.value):
             node = node.value[key]
+            line = node.start_mark.line
         else:
             break
-    return node.start_mark.line + 1
+    return line + 1
 
 
 def load_mapping(path: Path | str, parameters: tuple[str, ...] = ()) -> Mapping:
     """Read and validate a mapping; ``parameters`` (names) checks the targets of "param"."""
     path = Path(path)
     try:
-        source = path.read_text()
-        node = yaml.compose(source)
-        data = yaml.safe_load(source)
+        source = path.read_text(encoding="utf-8")
+        node = yaml.compose(source, Loader=_Loader)
+        data = yaml.load(source, Loader=_Loader)
     except OSError as err:
         raise MappingError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        line = err.object[:err.start].count(b"\n") + 1
+        raise MappingError(f"{path}, line {line}: not UTF-8 text") from None
+    except RecursionError:
+        raise MappingError(f"{path}: not valid YAML (nested too deeply)") from None
+    except yaml.reader.ReaderError as err:  # a control character: no mark, a two-line message
+        line = source[:err.position].count("\n") + 1
+        code = err.character if isinstance(err.character, int) else ord(err.character)
+        raise MappingError(f"{path}, line {line}: not valid YAML (character #x{code:04x} is "
+                           f"not allowed)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark else ""

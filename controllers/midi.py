@@ -1,9 +1,9 @@
 """MIDI controllers through mido + python-rtmidi: messages -> engine commands by a mapping file,
 and engine state -> LEDs.
 
-rtmidi calls back on its own thread; every message is handed to the asyncio loop with
-``call_soon_threadsafe`` and handled there, like OSC. Decoding covers what real controllers
-send: 14-bit CC pairs (MSB and LSB in either order), relative encoders, note-on with velocity 0
+The input ports' queues are drained on the asyncio loop every millisecond and the messages
+handled there, like OSC (no Python runs on rtmidi's thread: see ``MidiInput``). Decoding covers
+what real controllers send: 14-bit CC pairs (MSB and LSB in either order), relative encoders, note-on with velocity 0
 as a release, a Shift layer, inverted controls, and soft takeover for continuous controls.
 """
 
@@ -20,8 +20,10 @@ from typing import Any
 
 import mido
 import numpy as np
+import rtmidi
 
 from .mapping import BARS_CHOICES, Control, Mapping
+from .ratelimit import RateLimitedLog
 
 log = logging.getLogger("automix.midi")
 
@@ -30,6 +32,8 @@ CLOCK_PPQN = 24  # MIDI clock ticks per quarter note
 CLOCK_WINDOW = 2 * CLOCK_PPQN + 1
 # A continuous control is picked up when it comes this close to the engine's value or crosses it.
 PICKUP = 0.03
+POLL_SECONDS = 0.001  # how often the loop drains the input ports (epoll counts in ms)
+QUEUE = 4096  # messages an input port holds between two drains
 
 
 @dataclass
@@ -71,6 +75,10 @@ class MidiController:
         """One incoming message (on the loop's thread; ``now``: its arrival, perf_counter)."""
         if message.type == "clock":
             self._clock_tick(time.perf_counter() if now is None else now)
+            if self.follow_clock:
+                self.handled += 1
+            else:
+                self.ignored += 1
             return
         if message.type in ("note_on", "note_off"):
             pressed = message.type == "note_on" and message.velocity > 0
@@ -105,6 +113,8 @@ class MidiController:
         if len(self._ticks) < CLOCK_WINDOW:
             return
         interval = float(np.median(np.diff(self._ticks)))
+        if interval <= 0.0:
+            return  # ticks stamped at one instant carry no tempo
         bpm = 60.0 / (CLOCK_PPQN * interval)
         if self.follow_clock and (self.clock_bpm is None or abs(bpm - self.clock_bpm) > 0.01):
             self.engine.follow_tempo(bpm)
@@ -230,7 +240,14 @@ def open_ports(backend: mido.Backend, name: str | None) -> list[str]:
 
 
 class MidiInput:
-    """Real ports: opens the matching inputs (and outputs for LEDs), re-scans for hot-plug."""
+    """Real ports: opens the matching inputs (and outputs for LEDs), re-scans for hot-plug.
+
+    The inputs are python-rtmidi ports without a Python callback, drained by a task on the loop
+    every POLL_SECONDS. A callback (mido's ports always install one) runs Python, and takes the
+    GIL, on rtmidi's thread, which for JACK MIDI is the JACK server's process thread: a flood of
+    MIDI then stalled the whole audio graph (xruns). rtmidi's own delta times keep the arrival
+    times exact for MIDI clock. Bytes that do not decode are reported (rate-limited), ignored.
+    """
 
     def __init__(self, controller: MidiController, name: str | None,
                  backend: mido.Backend | None = None) -> None:
@@ -239,9 +256,13 @@ class MidiInput:
         # MIDO_BACKEND picks the API as in mido, e.g. mido.backends.rtmidi/UNIX_JACK for JACK.
         self.backend = backend or mido.Backend(os.environ.get("MIDO_BACKEND",
                                                               "mido.backends.rtmidi"))
-        self.inputs: dict[str, Any] = {}
+        self.inputs: dict[str, rtmidi.MidiIn] = {}
         self.outputs: dict[str, Any] = {}
         self.error = ""
+        self.undecodable = 0
+        self._bad = RateLimitedLog(log, "bad MIDI messages")
+        self._arrival: dict[str, float] = {}  # per port: when its last message arrived
+        self._drainer: asyncio.Task | None = None
 
     def scan(self, loop: asyncio.AbstractEventLoop) -> list[str]:
         """Open newly plugged matching ports, forget vanished ones; returns the new names.
@@ -255,16 +276,46 @@ class MidiInput:
     def _scan(self, loop: asyncio.AbstractEventLoop) -> list[str]:
         names = open_ports(self.backend, self.name)
         for gone in set(self.inputs) - set(names):
-            self.inputs.pop(gone).close()
+            self.inputs.pop(gone).close_port()
+            self._arrival.pop(gone, None)
         new = [n for n in names if n not in self.inputs]
+        api = getattr(rtmidi, f"API_{self.backend.api}") if self.backend.api \
+            else rtmidi.API_UNSPECIFIED
         for n in new:
-            self.inputs[n] = self.backend.open_input(
-                n, callback=lambda m: loop.call_soon_threadsafe(self.controller.handle, m,
-                                                                time.perf_counter()))
+            port = rtmidi.MidiIn(rtapi=api, queue_size_limit=QUEUE)
+            port.ignore_types(sysex=False, timing=False, active_sense=True)
+            port.open_port(port.get_ports().index(n))
+            self.inputs[n] = port
         for n in self.backend.get_output_names():
             if (self.name is None or self.name.lower() in n.lower()) and n not in self.outputs:
                 self.outputs[n] = self.backend.open_output(n)
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain_forever())
         return new
+
+    async def _drain_forever(self) -> None:
+        while True:
+            self.drain()
+            await asyncio.sleep(POLL_SECONDS)
+
+    def drain(self) -> None:
+        """Hand every message waiting in the input ports to the controller."""
+        for name, port in self.inputs.items():
+            while (event := port.get_message()) is not None:
+                data, delta = event
+                last = self._arrival.get(name)
+                now = time.perf_counter() if last is None else last + delta
+                self._arrival[name] = now
+                try:
+                    message = mido.Message.from_bytes(data)
+                except (ValueError, IndexError) as err:  # mido: IndexError for some short ones
+                    self.undecodable += 1
+                    self._bad.warn(f"MIDI from {name}: {data} does not decode ({err}); ignored")
+                    continue
+                try:
+                    self.controller.handle(message, now)
+                except Exception:  # noqa: BLE001 - a bug on one message must not end the input
+                    log.exception("MIDI %s: not handled", message)
 
     def send_feedback(self, state: dict[str, Any]) -> None:
         for message in self.controller.feedback_messages(state):
@@ -272,7 +323,11 @@ class MidiInput:
                 port.send(message)
 
     def close(self) -> None:
-        for port in (*self.inputs.values(), *self.outputs.values()):
+        if self._drainer is not None:
+            self._drainer.cancel()
+        for port in self.inputs.values():
+            port.close_port()
+        for port in self.outputs.values():
             port.close()
 
 

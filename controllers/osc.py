@@ -16,47 +16,69 @@ import asyncio
 import ipaddress
 import logging
 import math
+import os
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import pythonosc
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket, ParseError
+from pythonosc.osc_packet import OscPacket, ParseError, TimedMessage
 
 from engine.engine import PARAM_NAMES
+
+from .ratelimit import RateLimitedLog
 
 log = logging.getLogger("automix.osc")
 
 DEFAULT_PORT = 8000  # TouchOSC's default outgoing port
 FEEDBACK_PORT = 9000  # TouchOSC's default incoming port
 FEEDBACK_HZ = 20.0
-
-
-class RateLimitedLog:
-    """At most ``per_second`` warnings a second; the rest are counted and summarized."""
-
-    def __init__(self, per_second: float = 5.0) -> None:
-        self.per_second = per_second
-        self.suppressed = 0
-        self._window = 0.0
-        self._count = 0
-
-    def warn(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._window >= 1.0:
-            if self.suppressed:
-                log.warning("%d more bad OSC messages suppressed", self.suppressed)
-            self._window, self._count, self.suppressed = now, 0, 0
-        if self._count < self.per_second:
-            self._count += 1
-            log.warning(message)
-        else:
-            self.suppressed += 1
+MAX_CLIENTS = 16  # feedback clients: a flood of /register must not grow the list without end
 
 
 class BadMessage(ValueError):
     pass
+
+
+_PYTHONOSC = os.path.dirname(pythonosc.__file__)
+
+
+class _PythonOscWarnings(logging.Filter):
+    """Holds back python-osc's own warnings (on the root logger) and keeps their text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.problems: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.pathname.startswith(_PYTHONOSC):
+            self.problems.append(record.getMessage())
+            return False
+        return True
+
+
+def parse(data: bytes) -> list[TimedMessage]:
+    """The messages of one packet, or BadMessage naming why it cannot be read.
+
+    python-osc raises UnicodeDecodeError (not its ParseError) for a string that is not UTF-8,
+    and for an unknown type tag or an unreadable bundle element it logs a warning on the root
+    logger per packet and parses on (misreading the arguments after an unknown tag). Such a
+    packet is rejected here, so it is reported once, through our rate-limited log.
+    """
+    held = _PythonOscWarnings()
+    root = logging.getLogger()
+    root.addFilter(held)
+    try:
+        messages = OscPacket(data).messages
+    except (ParseError, UnicodeDecodeError) as err:
+        raise BadMessage(f"unreadable packet ({err})") from None
+    finally:
+        root.removeFilter(held)
+    if held.problems:
+        raise BadMessage(f"unreadable packet ({held.problems[0]})")
+    return messages
 
 
 def unit(args: tuple) -> float:
@@ -172,7 +194,7 @@ class OSCServer:
             raise ValueError(f"OSC on {self.host}: listening beyond this machine needs an "
                              f"allow-list of client addresses")
         self.routes = routes()
-        self._bad = RateLimitedLog()
+        self._bad = RateLimitedLog(log, "bad OSC messages")
         self._transport: asyncio.DatagramTransport | None = None
         self._last_sent: dict[str, Any] = {}
 
@@ -202,10 +224,10 @@ class OSCServer:
             self._bad.warn(f"OSC from {addr[0]} refused (not in the allow-list)")
             return
         try:
-            messages = OscPacket(data).messages
-        except ParseError as err:
+            messages = parse(data)
+        except BadMessage as err:
             self.stats.rejected += 1
-            self._bad.warn(f"OSC from {addr[0]}: unreadable packet ({err})")
+            self._bad.warn(f"OSC from {addr[0]}: {err}")
             return
         loop = asyncio.get_running_loop()
         now = time.time()
@@ -222,6 +244,10 @@ class OSCServer:
         if address == "/register":  # feedback to the sender, on its port or the one given
             try:
                 port = int(number(args)) if args else addr[1]
+                if not 0 < port < 65536:
+                    raise BadMessage(f"port {port} is outside 1..65535")
+                if (addr[0], port) not in self.feedback and len(self.feedback) >= MAX_CLIENTS:
+                    raise BadMessage(f"already {MAX_CLIENTS} feedback clients")
             except BadMessage as err:
                 self._reject(address, err)
                 return
