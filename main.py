@@ -31,6 +31,7 @@ from analysis.track import AnalysisError, analyze
 from controllers.mapping import load_mapping
 from controllers.ableton import AbletonTempo
 from controllers.learn import add_control, control_from, next_message
+from controllers.link import LinkFollower, LinkUnavailable
 from controllers.midi import MidiClockOut, MidiController, MidiInput, open_ports
 from controllers.osc import DEFAULT_PORT, FEEDBACK_PORT, OSCServer
 from effects.params import PARAM_NAMES, STEMS
@@ -118,7 +119,8 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
 async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Path | None,
                    auto_trigger: int | None, seconds: float | None,
                    osc: OSCServer | None = None, midi: MidiInput | None = None,
-                   clock_port: str | None = None, ableton: str | None = None) -> int:
+                   clock_port: str | None = None, ableton: str | None = None,
+                   link: LinkFollower | None = None) -> int:
     worker = GenerationWorker(config.worker, config.checkpoint, config.model_device,
                               config.worker_threads)
     worker.start()
@@ -148,6 +150,10 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
     if ableton is not None:
         live = AbletonTempo(engine, ableton)
         await live.start()
+    if link is not None:
+        link.engine, link.latency = engine, output.output_latency
+        await link.start()
+        following = asyncio.create_task(link.run())
     clock = None
     if clock_port is not None:
         backend = mido.Backend(os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi"))
@@ -222,6 +228,9 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Pat
             clock.stop()
         if live is not None:
             live.close()
+        if link is not None:
+            following.cancel()
+            link.close()
         output.stop()
         engine.close()
         worker.stop()
@@ -324,6 +333,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="send MIDI clock at the live tempo to the output port matching PORT")
     p.add_argument("--ableton", nargs="?", const="127.0.0.1", metavar="HOST",
                    help="follow Ableton Live's tempo through AbletonOSC (ports 11000/11001)")
+    p.add_argument("--link", action="store_true",
+                   help="follow an Ableton Link session's tempo and bar phase (needs the "
+                        "optional aalink package)")
     p.add_argument("--midi-learn", metavar="COMMAND",
                    help="MIDI learn: map the next message from --midi to COMMAND (play, trigger, "
                         "param, ...) in --midi-map, then exit")
@@ -386,9 +398,10 @@ def main(argv: list[str] | None = None) -> int:
             mapping = load_mapping(args.midi_map or preset_for(args.midi), PARAM_NAMES)
             midi = MidiInput(MidiController(None, mapping, follow_clock=args.midi_clock_in),
                              args.midi or None)
+        link = LinkFollower(None) if args.link else None
         return asyncio.run(run_live(config, deck_a, deck_b, args.record, auto, args.seconds,
-                                    osc, midi, args.midi_clock_out, args.ableton))
-    except (ValueError, OSError) as err:  # a mapping file, an OSC address, a MIDI port
+                                    osc, midi, args.midi_clock_out, args.ableton, link))
+    except (ValueError, OSError, LinkUnavailable) as err:  # a mapping, an address, a port
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
