@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.key import key_index  # noqa: E402
 from analysis.synth import render_track  # noqa: E402
 from effects import DifferentiableMixer, MixerConfig  # noqa: E402
-from effects.params import CROSSFADER, REVERB_WET, neutral_frame  # noqa: E402
 from model.critic import critique  # noqa: E402
+from model.evaluate import linear_crossfade, random_curves  # noqa: E402
 from model.policy import STYLES, plan_transition  # noqa: E402
 
 SR = 44100
@@ -47,12 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     transitions = {style: plan_transition(key_a, key_b, rng, bars=args.bars, style=style).curves
                    for style in STYLES}
-    linear = np.tile(neutral_frame(), (128, 1))
-    linear[:, CROSSFADER] = np.linspace(0.0, 1.0, 128)
-    transitions["crossfade"] = linear
-    noise = rng.uniform(0.0, 1.0, (128, 52)).astype(np.float32)
-    noise[:, REVERB_WET] = 0.0  # rendering the reverb per stem is what takes long, not judging
-    transitions["random"] = noise
+    transitions["crossfade"] = linear_crossfade(128)
+    transitions["random"] = random_curves(rng, 128)
     mixer = DifferentiableMixer(MixerConfig(sample_rate=SR))
     report, times = {}, []
     for name, curves in transitions.items():
