@@ -247,6 +247,7 @@ def sample_model(model: TransitionDiffusion, pair: Pair, config: EvaluationConfi
                           seed=seed, n_samples=n_samples).numpy()
 
 
+@torch.no_grad()
 def evaluate(model: TransitionDiffusion, pairs: Iterator[Pair], config: EvaluationConfig,
              log: Callable[[str], None] = print,
              on_pair: Callable[[Pair, dict[str, list[np.ndarray]]], None] | None = None
@@ -378,6 +379,7 @@ def swap_hits(curves: np.ndarray, bars: int, offset: int) -> tuple[bool, bool]:
     return on_downbeat, on_downbeat and (bar - offset) % PHRASE_BARS == 0
 
 
+@torch.no_grad()
 def conditioning_report(model: TransitionDiffusion, data: TransitionDataset, samples: int = 4,
                         steps: int = 50, seed: int = 0) -> dict[str, float]:
     """Swap placement of model samples, the policy's targets, and the shuffled-B control."""
@@ -463,6 +465,14 @@ def _config(args: argparse.Namespace) -> EvaluationConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    threads = torch.get_num_threads()
+    try:
+        return _run(argv)
+    finally:  # main() also runs inside other processes (the tests): leave torch as it was
+        torch.set_num_threads(threads)
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tracks", nargs="*", type=Path,
                         help="audio files or stem folders; every ordered pair is evaluated")
@@ -498,7 +508,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.conditioning and args.data is None:
             raise EvaluationError("--conditioning reads the test split of --data; none given")
         model = load_model(checkpoint)
-        torch.set_grad_enabled(False)
         torch.set_num_threads(config.threads)
         with tempfile.TemporaryDirectory(prefix="evaluate-") as work:
             sources = _sources(args, Path(work), config)
