@@ -254,6 +254,7 @@ class OSCServer:
             if (addr[0], port) not in self.feedback:
                 self.feedback.append((addr[0], port))
             self._last_sent.clear()
+            self.stats.handled += 1
             return
         route = self.routes.get(address)
         if route is None:

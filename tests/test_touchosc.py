@@ -230,7 +230,7 @@ async def deliver(server: OSCServer, sock: socket.socket, message: tuple[str, li
     builder = OscMessageBuilder(path)
     for tag, arg in args:
         builder.add_arg(arg, tag)
-    def taken():  # /register is answered apart from the counted commands
+    def taken():
         return server.stats.handled, server.stats.rejected, list(server.feedback)
 
     seen = taken()
