@@ -3,11 +3,13 @@
 A dataset is a directory:
 
 - ``manifest.json``: format version, the builder's settings, one entry per track (name, source,
-  split, BPM, key, bars) and the example count;
+  split, BPM, key, bars), the example count and, for examples model.fit added, ``fitted`` (the
+  mix, alignment and fit error of each);
 - ``tracks/NNN.npz``: one track's analysis features (the fields of analysis.features.TrackFeatures)
   plus ``vocal_bars``, which bars carry vocals (for the policy's vocal rule);
 - ``examples.npz``: one row per transition: ``a_track``, ``a_frame``, ``b_track``, ``b_frame``,
-  ``bars``, ``style``, ``swap_bar``, ``b_phrase_offset`` and ``curves`` [N, frames, 52] (float16).
+  ``bars``, ``style`` (-1: fitted from a mix), ``swap_bar``, ``b_phrase_offset`` and ``curves``
+  [N, frames, 52] (float16).
 
 Deck A's excerpt starts at frame ``a_frame`` of its features, deck B's at ``b_frame``, and both span
 the transition's ``bars`` bars (16 frames a bar), which is what the model is conditioned on. No
@@ -16,8 +18,9 @@ pickles anywhere: plain npz arrays and JSON.
     python -m model.data --tracks DIR --out DIR           # audio files (or stem folders) in DIR
     python -m model.data --generate 48 --tracks DIR --out DIR   # render 48 synthetic tracks first
 
-Until real DJ mixes are available (model.evaluate fits curves from them), the targets come from the
-rule-based policy (model.policy), randomized in style, length, timing and where deck B is cued.
+Until real DJ mixes are available (model.fit fits curves to them and adds them here), the targets
+come from the rule-based policy (model.policy), randomized in style, length, timing and where
+deck B is cued.
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ FRAMES_PER_BAR = FRAMES_PER_BEAT * BEATS_PER_BAR
 # DSP separator's leakage of the other stems into the vocal stem.
 VOCALS_WITHIN_DB = 15.0
 _FEATURE_FIELDS = [f.name for f in fields(AnalysisFeatures)]
-_EXAMPLE_FIELDS = ("a_track", "a_frame", "b_track", "b_frame", "bars", "style", "swap_bar",
-                   "b_phrase_offset")
+EXAMPLE_FIELDS = ("a_track", "a_frame", "b_track", "b_frame", "bars", "style", "swap_bar",
+                  "b_phrase_offset")
 
 
 class DatasetError(ValueError):
@@ -86,6 +89,46 @@ def vocal_bars(result: TrackAnalysis) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     level = 20 * np.log10(frame_rms(result.stems[2], result.sample_rate, edges) + 1e-9)
     return level > level.max() - VOCALS_WITHIN_DB
+
+
+def track_entry(result: TrackAnalysis, path: Path | str, out_dir: Path, index: int) -> dict:
+    """Write a track's features to ``out_dir``/tracks/``index``.npz and return its manifest
+    entry (with ``vocal_bars``, which the manifest itself leaves out, and no split yet)."""
+    f = result.features
+    bar0 = -f.start_beat * FRAMES_PER_BEAT  # frame of the first downbeat
+    n_bars = (f.n_frames - bar0) // FRAMES_PER_BAR
+    voc = vocal_bars(result)[:n_bars]
+    np.savez(out_dir / "tracks" / f"{index:03d}.npz", vocal_bars=voc,
+             **{name: np.asarray(getattr(f, name)) for name in _FEATURE_FIELDS})
+    return {"name": Path(path).name, "source": str(path), "bpm": round(result.bpm, 3),
+            "key": result.key_name, "key_index": result.key_index,
+            "n_bars": int(n_bars), "bar0": int(bar0), "vocal_bars": voc}
+
+
+def write_examples(out_dir: Path, rows: dict[str, list]) -> None:
+    """``examples.npz`` from one list per field (curves as float16)."""
+    arrays = {name: np.asarray(value, dtype=np.int32) for name, value in rows.items()
+              if name != "curves"}
+    np.savez(out_dir / "examples.npz", curves=np.asarray(rows["curves"], dtype=np.float16),
+             **arrays)
+
+
+def read_examples(root: Path) -> dict[str, np.ndarray]:
+    """Every example of a dataset directory, one array per field."""
+    with np.load(root / "examples.npz", allow_pickle=False) as z:
+        return {name: z[name] for name in (*EXAMPLE_FIELDS, "curves")}
+
+
+def append_examples(out_dir: Path, row: dict[str, int], curves: np.ndarray) -> int:
+    """Add one example (its fields and curves [frames, 52]) to ``out_dir``; returns its row."""
+    path = out_dir / "examples.npz"
+    old = read_examples(out_dir) if path.exists() else {
+        name: np.zeros((0, *curves.shape) if name == "curves" else 0) for name in
+        (*EXAMPLE_FIELDS, "curves")}
+    rows = {name: [*old[name], row[name]] for name in EXAMPLE_FIELDS}
+    rows["curves"] = [*old["curves"], curves]
+    write_examples(out_dir, rows)
+    return len(rows["curves"]) - 1
 
 
 def _windows(a: dict, b: dict, bars: int, rng: np.random.Generator) -> tuple[int, int, int] | None:
@@ -122,17 +165,9 @@ def build_dataset(tracks: list[Path], out_dir: Path | str, partners: int = 8,
         except (AudioLoadError, AnalysisError) as err:
             log(f"skipping {path}: {err}")
             continue
-        f = result.features
-        bar0 = -f.start_beat * FRAMES_PER_BEAT  # frame of the first downbeat
-        n_bars = (f.n_frames - bar0) // FRAMES_PER_BAR
-        voc = vocal_bars(result)[:n_bars]
-        index = len(entries)
-        np.savez(out_dir / "tracks" / f"{index:03d}.npz", vocal_bars=voc,
-                 **{name: np.asarray(getattr(f, name)) for name in _FEATURE_FIELDS})
-        entries.append({"name": Path(path).name, "source": str(path), "bpm": round(result.bpm, 3),
-                        "key": result.key_name, "key_index": result.key_index,
-                        "n_bars": int(n_bars), "bar0": int(bar0), "vocal_bars": voc})
-        log(f"analysed {Path(path).name}: {result.bpm:.1f} BPM, {result.key_name}, {n_bars} bars")
+        entries.append(track_entry(result, path, out_dir, len(entries)))
+        log(f"analysed {Path(path).name}: {result.bpm:.1f} BPM, {result.key_name}, "
+            f"{entries[-1]['n_bars']} bars")
     if len(entries) < 2:
         raise DatasetError(f"{out_dir}: need at least two usable tracks, got {len(entries)}")
     order = rng.permutation(len(entries))
@@ -140,7 +175,7 @@ def build_dataset(tracks: list[Path], out_dir: Path | str, partners: int = 8,
     for rank, i in enumerate(order):
         entries[i]["split"] = "test" if rank < n_test else "train"
 
-    rows: dict[str, list] = {name: [] for name in (*_EXAMPLE_FIELDS, "curves")}
+    rows: dict[str, list] = {name: [] for name in (*EXAMPLE_FIELDS, "curves")}
     for ia, a in enumerate(entries):
         others = [ib for ib, b in enumerate(entries) if ib != ia and b["split"] == a["split"]]
         for ib in rng.permutation(others)[:partners]:
@@ -163,10 +198,7 @@ def build_dataset(tracks: list[Path], out_dir: Path | str, partners: int = 8,
                                     ("style", STYLES.index(style)), ("swap_bar", plan.swap_bar),
                                     ("b_phrase_offset", offset), ("curves", plan.curves)):
                     rows[name].append(value)
-    arrays = {name: np.asarray(value, dtype=np.int32) for name, value in rows.items()
-              if name != "curves"}
-    np.savez(out_dir / "examples.npz", curves=np.asarray(rows["curves"], dtype=np.float16),
-             **arrays)
+    write_examples(out_dir, rows)
     manifest = {
         "format": FORMAT_VERSION, "command": command, "n_frames": n_frames,
         "n_examples": len(rows["curves"]),
@@ -198,8 +230,7 @@ class TransitionDataset:
             if self.manifest.get("format") != FORMAT_VERSION:
                 raise DatasetError(f"{self.root}: dataset format {self.manifest.get('format')}, "
                                    f"this version reads {FORMAT_VERSION}; rebuild it")
-            with np.load(self.root / "examples.npz", allow_pickle=False) as z:
-                examples = {name: z[name] for name in (*_EXAMPLE_FIELDS, "curves")}
+            examples = read_examples(self.root)
             tracks, start_beats = [], []
             for i in range(len(self.manifest["tracks"])):
                 with np.load(self.root / "tracks" / f"{i:03d}.npz", allow_pickle=False) as z:
