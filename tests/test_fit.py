@@ -5,8 +5,11 @@ Everything runs at low rates to stay fast: the known mix is rendered at 16 kHz a
 stems), in few steps. bench/fit.py measures the full-size fit against the issue's targets.
 """
 
+import json
+
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from effects import DifferentiableMixer, MixerConfig
@@ -108,3 +111,26 @@ def test_the_cli_names_a_missing_mix(tmp_path, capsys):
     code = main(["--mix", str(tmp_path / "nope.wav"), "--deck-a", str(tmp_path / "a.wav"),
                  "--deck-b", str(tmp_path / "b.wav"), "--out", str(tmp_path / "data")])
     assert code == 1 and "nope.wav: no such file" in capsys.readouterr().err
+
+
+def test_the_cli_fits_a_mix_from_files_into_a_dataset(tmp_path, capsys):
+    """The command a user runs: a mix file and two folders of stem files, read, analysed,
+    aligned, fitted and appended to a dataset that training reads."""
+    rate = 44100
+    known = render_known_mix(seed=5, style="blend", bars=4, lead_bars=1, tail_bars=1,
+                             sample_rate=rate)
+    sf.write(tmp_path / "mix.wav", known.mix.T, rate, subtype="FLOAT")
+    for deck, track in (("a", known.track_a), ("b", known.track_b)):
+        (tmp_path / deck).mkdir()
+        for name, stem in zip(("drums", "bass", "vocals", "other"), track.stems):
+            sf.write(tmp_path / deck / f"{name}.wav", stem.T, rate, subtype="FLOAT")
+    code = main(["--mix", str(tmp_path / "mix.wav"), "--deck-a", str(tmp_path / "a"),
+                 "--deck-b", str(tmp_path / "b"), "--out", str(tmp_path / "data"),
+                 "--steps", "40"])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["n_examples"] == 1 and len(manifest["tracks"]) == 2
+    fitted = manifest["fitted"][0]
+    assert abs(fitted["offsets_s"][1] - known.start) < 1e-3
+    assert abs(fitted["rates"][1] - known.rate_b) < 1e-4
+    assert len(TransitionDataset(tmp_path / "data", "train")) == 1
