@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -17,6 +18,8 @@ from .model import TransitionDiffusion
 
 # Where load_model() looks by default: the checkpoint the repository ships once trained.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "transition.safetensors"
+# The position settings of checkpoints written before they existed (Transformer's sinusoids).
+LEGACY_POSITIONS = {"position_min_period": 2 * math.pi, "position_period_ratio": 10000.0}
 
 
 def save_model(model: TransitionDiffusion, path: Path | str, half: bool = False,
@@ -52,6 +55,9 @@ def read_checkpoint(path: Path | str | None = None) -> tuple[Config, dict[str, t
             config = json.loads((f.metadata() or {})["config"])
             # Checkpoints from before the prediction setting predicted the noise.
             config.get("diffusion", {}).setdefault("prediction", "epsilon")
+            # ...and placed frames by Transformer's sinusoids.
+            for name, value in LEGACY_POSITIONS.items():
+                config.get("model", {}).setdefault(name, value)
             config = Config.model_validate(config)
             state = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError) as err:
@@ -66,7 +72,9 @@ def load_weights(model: TransitionDiffusion, path: Path | str | None, strict: bo
     """Load a checkpoint's weights into ``model``; returns the model's parameters the file
     lacks, which only ``strict=False`` allows (fine-tuning a model that gained an input)."""
     config, state = read_checkpoint(path)
-    if config.model != model.config.model:
+    # Positions are no weights: a fine-tune may change them (and relearn what depends on them).
+    if (config.model.model_dump(exclude=set(LEGACY_POSITIONS))
+            != model.config.model.model_dump(exclude=set(LEGACY_POSITIONS))):
         raise ValueError(f"{path}: checkpoint of another model shape ({config.model}), "
                          f"not {model.config.model}")
     return _load_state(model, state, path, strict)

@@ -168,7 +168,9 @@ class ConditioningEncoder(nn.Module):
     def encode_track(self, f: TrackFeatures, deck: int) -> torch.Tensor:
         x = (self.mel(f.stem_mels) + self.metadata(f)).transpose(1, 2)  # [B, beats, d]
         beats = torch.arange(x.shape[1], device=x.device, dtype=torch.float32)
-        return x + sinusoidal_positions(beats, x.shape[2]).to(x.dtype) + self.deck_embedding[deck]
+        positions = sinusoidal_positions(beats, x.shape[2], self.config.position_min_period,
+                                         self.config.position_period_ratio)
+        return x + positions.to(x.dtype) + self.deck_embedding[deck]
 
     def forward(self, track_a: TrackFeatures, track_b: TrackFeatures) -> torch.Tensor:
         track_a.validate("track_a", self.config.n_mels)
@@ -186,15 +188,18 @@ class ConditioningEncoder(nn.Module):
         return self.out(torch.cat([a, b], dim=1)).transpose(1, 2)
 
 
-def sinusoidal_positions(beats: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embeddings [len, dim] of positions in beats from the transition's start.
+def sinusoidal_positions(beats: torch.Tensor, dim: int, min_period: float = 0.5,
+                         period_ratio: float = 65536.0) -> torch.Tensor:
+    """Sinusoidal embeddings [len, dim] of positions in beats from the transition's start, at
+    periods ``min_period * period_ratio ** (2k / dim)`` beats.
 
     The conditioning tokens and the curve frames are both placed by their beat, so a curve frame
     and the conditioning token of the same beat share a position at any transition length.
     """
     device = beats.device
     position = beats.float()[:, None]
-    freqs = torch.exp(-np.log(10000.0) * torch.arange(0, dim, 2, device=device) / dim)
+    exponents = torch.arange(0, dim, 2, device=device, dtype=torch.float64) / dim
+    freqs = (2 * np.pi / (min_period * period_ratio ** exponents)).float()
     table = torch.zeros(beats.shape[0], dim, device=device)
     table[:, 0::2] = torch.sin(position * freqs)
     table[:, 1::2] = torch.cos(position * freqs[: dim // 2])

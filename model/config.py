@@ -23,6 +23,14 @@ class ModelConfig(BaseModel):
     mel_layers: int = Field(6, ge=1)  # residual conv blocks of the MelEncoder
     metadata_dim: int = Field(128, ge=8)
     ff_mult: int = Field(4, ge=1)
+    # Sinusoidal positions, in beats, of curve frames and conditioning tokens: periods from
+    # position_min_period beats up, growing by position_period_ratio over the embedding. With
+    # 2^16 and power-of-two widths the periods include 1, 2, 4 (a bar), 8... beats exactly, so a
+    # frame's place in its beat and bar is a fixed direction; half a beat tells frames of
+    # neighbouring beats apart. The first models had Transformer's (2 pi, 10000): nothing
+    # shorter than 6.3 beats, and they placed the bass swap beats away from where it belongs.
+    position_min_period: float = Field(0.5, gt=0)
+    position_period_ratio: float = Field(65536.0, gt=1)
 
 
 class DiffusionConfig(BaseModel):

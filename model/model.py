@@ -96,6 +96,7 @@ class Denoiser(nn.Module):
         super().__init__()
         m = config.model
         d = m.hidden_dim
+        self.positions = (m.position_min_period, m.position_period_ratio)
         self.input = nn.Linear(m.n_params, d)
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.blocks = nn.ModuleList(DiTBlock(d, m.n_heads, m.condition_dim, m.ff_mult)
@@ -113,7 +114,7 @@ class Denoiser(nn.Module):
         # The conditioning holds one token per beat of each deck: frame i sits at beat
         # i * beats / frames, whatever the transition's length.
         beats = torch.arange(x.shape[1], device=x.device) * (cond.shape[1] / 2 / x.shape[1])
-        h = self.input(x) + sinusoidal_positions(beats, self.input.out_features)
+        h = self.input(x) + sinusoidal_positions(beats, self.input.out_features, *self.positions)
         temb = self.time(timestep_embedding(t, self.input.out_features))
         for i, block in enumerate(self.blocks):
             h = block(h, temb, cond, kv[i] if kv is not None else None)

@@ -54,3 +54,35 @@ def test_checkpoints_from_before_v_prediction_still_predict_the_noise(tmp_path):
               metadata={"config": json.dumps(config)})
     assert load_model(tmp_path / "old.safetensors").config.diffusion.prediction == "epsilon"
     assert load_model(path).config.diffusion.prediction == "v"
+
+
+def test_checkpoints_from_before_the_position_settings_keep_their_positions(tmp_path):
+    """Older configs lack the position settings; they were Transformer's sinusoids, and the
+    denoiser still computes what it was trained to compute."""
+    import json
+    import math
+
+    from safetensors.torch import load_file, save_file
+
+    from model.conditioning import sinusoidal_positions
+    path = save_model(create_model(get_config("small")), tmp_path / "m.safetensors")
+    config = json.loads(get_config("small").model_dump_json())
+    for name in ("position_min_period", "position_period_ratio"):
+        del config["model"][name]
+    save_file(load_file(path), tmp_path / "old.safetensors",
+              metadata={"config": json.dumps(config)})
+    old = load_model(tmp_path / "old.safetensors").config.model
+    assert (old.position_min_period, old.position_period_ratio) == (2 * math.pi, 10000.0)
+    beats = torch.arange(40, dtype=torch.float32) / 3
+    dim = 64
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2) / dim)
+    legacy = torch.stack([torch.sin(beats[:, None] * freqs), torch.cos(beats[:, None] * freqs)],
+                         dim=-1).reshape(40, dim)
+    torch.testing.assert_close(sinusoidal_positions(beats, dim, 2 * math.pi, 10000.0), legacy,
+                               atol=1e-5, rtol=1e-5)
+    # The current default has periods of exactly one beat and one bar.
+    table = sinusoidal_positions(torch.tensor([0.0, 1.0, 4.0]), dim)
+    period_1 = 2 * 2  # the sine of period 0.5 * 65536 ** (k / 32) = 1 beat: k = 2
+    assert abs(float(table[1, period_1])) < 1e-5 and float(table[1, period_1 + 1]) > 0.9999
+    period_4 = 2 * 6  # 4 beats: k = 6
+    assert float(table[2, period_4 + 1]) > 0.9999 and abs(float(table[1, period_4 + 1])) < 1e-4
