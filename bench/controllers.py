@@ -43,6 +43,7 @@ from bench.engine import SR, tracks  # noqa: E402
 from tests.flood_client import MIDI_PORT, flood  # noqa: E402
 
 FLOOD_SECONDS, FLOOD_RATES = 1.5, (10_000, 2_000)  # OSC and MIDI messages a second
+IDLE_SECONDS = 3.0
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 
@@ -62,7 +63,9 @@ class TimedEngine(Engine):
         return 0.0  # every message is picked up: the bench measures transport, not takeover
 
 
-async def midi_latency(n: int) -> np.ndarray:
+async def midi_latency(n: int) -> tuple[np.ndarray, float]:
+    """Latencies (ms) of ``n`` messages, and the process's CPU (share of a core) while the
+    input is open and idle: what the poller thread costs."""
     engine = TimedEngine()
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
     controller = MidiController(engine, load_mapping(PRESETS / "generic.yaml", PARAM_NAMES))
@@ -70,6 +73,9 @@ async def midi_latency(n: int) -> np.ndarray:
     midi = MidiInput(controller, "bench controller", backend)
     midi.scan(asyncio.get_running_loop())
     await asyncio.sleep(0.2)
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.sleep(IDLE_SECONDS)
+    idle = (time.process_time() - cpu) / (time.perf_counter() - wall)
     sent = []
     for i in range(n):
         sent.append(time.perf_counter())
@@ -78,7 +84,7 @@ async def midi_latency(n: int) -> np.ndarray:
     await asyncio.sleep(0.2)
     midi.close()
     port.close()
-    return (np.array(engine.arrivals[:n]) - np.array(sent[:len(engine.arrivals)])) * 1e3
+    return (np.array(engine.arrivals[:n]) - np.array(sent[:len(engine.arrivals)])) * 1e3, idle
 
 
 async def osc_latency(n: int) -> np.ndarray:
@@ -122,7 +128,7 @@ def main() -> None:
     parser.add_argument("--flood", type=int, default=5, help="flood runs (0: none)")
     args = parser.parse_args()
     with dummy_jack(period=64):  # JACK delivers MIDI once a period: 1.45 ms here
-        midi = asyncio.run(midi_latency(args.messages))
+        midi, idle = asyncio.run(midi_latency(args.messages))
     osc = asyncio.run(osc_latency(args.messages))
     results = {}
     if args.flood:
@@ -133,6 +139,8 @@ def main() -> None:
                   f"{quiet['seconds']:.1f} s after it: {quiet['xruns']} xruns")
         results["flood_xruns"] = [flooded["xruns"] for flooded, _, _ in runs]
         results["quiet_xruns"] = [quiet["xruns"] for _, quiet, _ in runs]
+    print(f"midi input open and idle: the process uses {idle:.1%} of a core")
+    results["midi_idle_cpu"] = round(idle, 4)
     for name, ms in (("midi", midi), ("osc", osc)):
         print(f"{name}: {ms.size} of {args.messages} messages, median {np.median(ms):.3f} ms, "
               f"p99 {np.percentile(ms, 99):.3f} ms, max {ms.max():.3f} ms")

@@ -1,10 +1,11 @@
 """MIDI controllers through mido + python-rtmidi: messages -> engine commands by a mapping file,
 and engine state -> LEDs.
 
-The input ports' queues are drained on the asyncio loop every millisecond and the messages
-handled there, like OSC (no Python runs on rtmidi's thread: see ``MidiInput``). Decoding covers
-what real controllers send: 14-bit CC pairs (MSB and LSB in either order), relative encoders, note-on with velocity 0
-as a release, a Shift layer, inverted controls, and soft takeover for continuous controls.
+The input ports' queues are read by a poller thread every quarter millisecond and the messages
+handled on the asyncio loop, like OSC (no Python runs on rtmidi's thread: see ``MidiInput``).
+Decoding covers what real controllers send: 14-bit CC pairs (MSB and LSB in either order),
+relative encoders, note-on with velocity 0 as a release, a Shift layer, inverted controls, and
+soft takeover for continuous controls.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ CLOCK_PPQN = 24  # MIDI clock ticks per quarter note
 CLOCK_WINDOW = 2 * CLOCK_PPQN + 1
 # A continuous control is picked up when it comes this close to the engine's value or crosses it.
 PICKUP = 0.03
-POLL_SECONDS = 0.001  # how often the loop drains the input ports (epoll counts in ms)
-QUEUE = 4096  # messages an input port holds between two drains
+# How often the poller thread reads the input ports: a JACK period (1.45 ms at 64 frames) plus
+# this is the worst latency. The loop itself could not wait less than epoll's 1 ms.
+POLL_SECONDS = 0.00025
+QUEUE = 4096  # messages an input port holds between two reads
 
 
 @dataclass
@@ -242,11 +245,13 @@ def open_ports(backend: mido.Backend, name: str | None) -> list[str]:
 class MidiInput:
     """Real ports: opens the matching inputs (and outputs for LEDs), re-scans for hot-plug.
 
-    The inputs are python-rtmidi ports without a Python callback, drained by a task on the loop
-    every POLL_SECONDS. A callback (mido's ports always install one) runs Python, and takes the
-    GIL, on rtmidi's thread, which for JACK MIDI is the JACK server's process thread: a flood of
-    MIDI then stalled the whole audio graph (xruns). rtmidi's own delta times keep the arrival
-    times exact for MIDI clock. Bytes that do not decode are reported (rate-limited), ignored.
+    The inputs are python-rtmidi ports without a Python callback, read every POLL_SECONDS by a
+    poller thread of ours, which hands what it read to the loop (call_soon_threadsafe), where the
+    controller turns it into engine commands. A callback (mido's ports always install one) runs
+    Python, and takes the GIL, on rtmidi's thread, which for JACK MIDI is the JACK server's
+    process thread: a flood of MIDI then stalled the whole audio graph (xruns). rtmidi's own
+    delta times keep the arrival times exact for MIDI clock. Bytes that do not decode are
+    reported (rate-limited), ignored.
     """
 
     def __init__(self, controller: MidiController, name: str | None,
@@ -262,7 +267,9 @@ class MidiInput:
         self.undecodable = 0
         self._bad = RateLimitedLog(log, "bad MIDI messages")
         self._arrival: dict[str, float] = {}  # per port: when its last message arrived
-        self._drainer: asyncio.Task | None = None
+        self._ports_lock = threading.Lock()  # the poller reads the ports that scan opens, closes
+        self._poller: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def scan(self, loop: asyncio.AbstractEventLoop) -> list[str]:
         """Open newly plugged matching ports, forget vanished ones; returns the new names.
@@ -275,47 +282,63 @@ class MidiInput:
 
     def _scan(self, loop: asyncio.AbstractEventLoop) -> list[str]:
         names = open_ports(self.backend, self.name)
-        for gone in set(self.inputs) - set(names):
-            self.inputs.pop(gone).close_port()
-            self._arrival.pop(gone, None)
         new = [n for n in names if n not in self.inputs]
         api = getattr(rtmidi, f"API_{self.backend.api}") if self.backend.api \
             else rtmidi.API_UNSPECIFIED
-        for n in new:
-            port = rtmidi.MidiIn(rtapi=api, queue_size_limit=QUEUE)
-            port.ignore_types(sysex=False, timing=False, active_sense=True)
-            port.open_port(port.get_ports().index(n))
-            self.inputs[n] = port
+        with self._ports_lock:
+            for gone in set(self.inputs) - set(names):
+                self.inputs.pop(gone).close_port()
+                self._arrival.pop(gone, None)
+            for n in new:
+                port = rtmidi.MidiIn(rtapi=api, queue_size_limit=QUEUE)
+                port.ignore_types(sysex=False, timing=False, active_sense=True)
+                port.open_port(port.get_ports().index(n))
+                self.inputs[n] = port
         for n in self.backend.get_output_names():
             if (self.name is None or self.name.lower() in n.lower()) and n not in self.outputs:
                 self.outputs[n] = self.backend.open_output(n)
-        if self._drainer is None:
-            self._drainer = loop.create_task(self._drain_forever())
+        if self._poller is None:
+            self._poller = threading.Thread(target=self._poll_forever, args=(loop,),
+                                            name="midi-in", daemon=True)
+            self._poller.start()
         return new
 
-    async def _drain_forever(self) -> None:
-        while True:
-            self.drain()
-            await asyncio.sleep(POLL_SECONDS)
+    def _poll_forever(self, loop: asyncio.AbstractEventLoop) -> None:
+        while not self._stop.is_set():
+            events = self.read()
+            if events:
+                try:
+                    loop.call_soon_threadsafe(self.deliver, events)
+                except RuntimeError:  # the loop is closed: nobody is listening any more
+                    return
+            time.sleep(POLL_SECONDS)
 
-    def drain(self) -> None:
-        """Hand every message waiting in the input ports to the controller."""
-        for name, port in self.inputs.items():
-            while (event := port.get_message()) is not None:
-                data, delta = event
-                last = self._arrival.get(name)
-                now = time.perf_counter() if last is None else last + delta
-                self._arrival[name] = now
-                try:
-                    message = mido.Message.from_bytes(data)
-                except (ValueError, IndexError) as err:  # mido: IndexError for some short ones
-                    self.undecodable += 1
-                    self._bad.warn(f"MIDI from {name}: {data} does not decode ({err}); ignored")
-                    continue
-                try:
-                    self.controller.handle(message, now)
-                except Exception:  # noqa: BLE001 - a bug on one message must not end the input
-                    log.exception("MIDI %s: not handled", message)
+    def read(self) -> list[tuple[str, list[int], float]]:
+        """Every message waiting in the input ports: (port, bytes, arrival time)."""
+        events = []
+        with self._ports_lock:
+            for name, port in self.inputs.items():
+                while (event := port.get_message()) is not None:
+                    data, delta = event
+                    last = self._arrival.get(name)
+                    now = time.perf_counter() if last is None else last + delta
+                    self._arrival[name] = now
+                    events.append((name, data, now))
+        return events
+
+    def deliver(self, events: list[tuple[str, list[int], float]]) -> None:
+        """Hand messages ``read`` to the controller (on the loop)."""
+        for name, data, now in events:
+            try:
+                message = mido.Message.from_bytes(data)
+            except (ValueError, IndexError) as err:  # mido: IndexError for some short ones
+                self.undecodable += 1
+                self._bad.warn(f"MIDI from {name}: {data} does not decode ({err}); ignored")
+                continue
+            try:
+                self.controller.handle(message, now)
+            except Exception:  # noqa: BLE001 - a bug on one message must not end the input
+                log.exception("MIDI %s: not handled", message)
 
     def send_feedback(self, state: dict[str, Any]) -> None:
         for message in self.controller.feedback_messages(state):
@@ -323,10 +346,12 @@ class MidiInput:
                 port.send(message)
 
     def close(self) -> None:
-        if self._drainer is not None:
-            self._drainer.cancel()
-        for port in self.inputs.values():
-            port.close_port()
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=1.0)
+        with self._ports_lock:
+            for port in self.inputs.values():
+                port.close_port()
         for port in self.outputs.values():
             port.close()
 

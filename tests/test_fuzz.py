@@ -310,7 +310,7 @@ def midi_rig(two_tracks, jack_server):
     yield rig
     logging.getLogger("automix.midi").removeHandler(rig.reports)
     rig.midi.close()
-    rig.run(asyncio.sleep(0))  # the input's drain task takes its cancellation
+    rig.run(asyncio.sleep(0))  # deliveries the poller scheduled before it stopped
     rig.wire.close_port()
     rig.loop.close()
 
