@@ -27,21 +27,25 @@ The summary ``score`` is in [0, 1], higher is better. Each measurement becomes a
 the score is their weighted sum:
 
     part             weight  scores 1 at          scores 0 at
-    loudness          0.25   1 LU max deviation   10 LU   a hole or bump the floor notices first
-    bass              0.20   1 beat of clash      8 beats one beat is a bass swap's ramp; two
+    end               0.25   clean                dirty   a transition must end: deck B alone,
+                                                          its controls back where a DJ leaves them
+    loudness          0.20   1 LU max deviation   10 LU   a hole or bump the floor notices first
+    bass              0.15   1 beat of clash      8 beats one beat is a bass swap's ramp; two
                                                           bars of basses beating is a train wreck
-    vocals            0.15   0 beats              8 beats two singers at once: the clash a DJ
+    vocals            0.10   0 beats              8 beats two singers at once: the clash a DJ
                                                           avoids first
     beat              0.10   2 ms mean error      20 ms   kicks flam audibly past ~10 ms
     key               0.10   0 s of key clash     15 s    a few seconds of clashing pads pass
     discontinuities   0.10   0 events             4       every click is heard
-    end               0.10   clean                dirty   the hand-over to deck B must not jump
 
 The end part is the mean of two ramps: deck A's level in the last beat (1 at -40 dB under the
 mix, 0 at -20 dB) and the largest distance of a deck B or global parameter from neutral (1 at 0,
-0 at 0.2). Loudness weighs most because every listener hears it; the clashes next, in the order
-DJs avoid them; beat and key errors come from the analysis more than from the curves, so they
-weigh less in a score meant to compare curves.
+0 at 0.2). It weighs most because curves that never finish (both decks still up, a filter still
+half closed: what an untrained or collapsed model writes) are otherwise smooth and clash-free,
+and at a weight of 0.10 they scored 0.86-0.90, as high as the policy; a stalled crossfade now
+loses a quarter of the score. Loudness comes next because every listener hears it; the clashes
+next, in the order DJs avoid them; beat and key errors come from the analysis more than from
+the curves, so they weigh less in a score meant to compare curves.
 """
 
 from __future__ import annotations
@@ -82,8 +86,8 @@ _TRANSFER_POINTS = 12
 
 # The summary score's weights, and each measurement's ramp (value scoring 1, value scoring 0);
 # see the module docstring.
-WEIGHTS: dict[str, float] = {"loudness": 0.25, "bass": 0.20, "vocals": 0.15, "beat": 0.10,
-                             "key": 0.10, "discontinuities": 0.10, "end": 0.10}
+WEIGHTS: dict[str, float] = {"loudness": 0.20, "bass": 0.15, "vocals": 0.10, "beat": 0.10,
+                             "key": 0.10, "discontinuities": 0.10, "end": 0.25}
 RAMPS: dict[str, tuple[float, float]] = {
     "loudness": (1.0, 10.0), "bass": (1.0, 8.0), "vocals": (0.0, 8.0), "beat": (2.0, 20.0),
     "key": (0.0, 15.0), "discontinuities": (0.0, 4.0), "end_a_db": (-40.0, -20.0),

@@ -252,6 +252,14 @@ def test_a_clean_crossfade_scores_above_a_dipping_one_and_random_curves(mixer, d
         assert 0.0 <= min(noisy.sub_scores.values()) <= max(noisy.sub_scores.values()) <= 1.0
     row = clean.metrics()
     assert all(isinstance(v, float) for v in row.values()) and row["score"] == clean.score
+    # A crossfade that stalls halfway: as smooth and clash-free as the clean one, but deck A is
+    # still up at the end. That is no transition, and loses a quarter of the score.
+    stalled_curves = _xfade_curves()
+    xfade = stalled_curves[:, PARAM_INDEX["crossfader"]]
+    stalled_curves[:, PARAM_INDEX["crossfader"]] = np.minimum(xfade, 0.5)
+    stalled = score(stalled_curves)
+    assert stalled.sub_scores["end"] == 0.0 and not stalled.end_clean
+    assert stalled.score < clean.score - 0.2
 
 
 @pytest.mark.parametrize("change, message", [
