@@ -18,8 +18,10 @@ from .model import TransitionDiffusion
 
 # Where load_model() looks by default: the checkpoint the repository ships once trained.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "transition.safetensors"
-# The position settings of checkpoints written before they existed (Transformer's sinusoids).
-LEGACY_POSITIONS = {"position_min_period": 2 * math.pi, "position_period_ratio": 10000.0}
+# Model settings added since the first checkpoints, with the values those checkpoints meant
+# (Transformer's sinusoids, cross-attention only). A fine-tune may change them.
+LEGACY_SETTINGS = {"position_min_period": 2 * math.pi, "position_period_ratio": 10000.0,
+                   "local_conditioning": False}
 
 
 def save_model(model: TransitionDiffusion, path: Path | str, half: bool = False,
@@ -55,8 +57,8 @@ def read_checkpoint(path: Path | str | None = None) -> tuple[Config, dict[str, t
             config = json.loads((f.metadata() or {})["config"])
             # Checkpoints from before the prediction setting predicted the noise.
             config.get("diffusion", {}).setdefault("prediction", "epsilon")
-            # ...and placed frames by Transformer's sinusoids.
-            for name, value in LEGACY_POSITIONS.items():
+            # ...and lacked the model settings added since.
+            for name, value in LEGACY_SETTINGS.items():
                 config.get("model", {}).setdefault(name, value)
             config = Config.model_validate(config)
             state = {name: f.get_tensor(name) for name in f.keys()}
@@ -72,9 +74,9 @@ def load_weights(model: TransitionDiffusion, path: Path | str | None, strict: bo
     """Load a checkpoint's weights into ``model``; returns the model's parameters the file
     lacks, which only ``strict=False`` allows (fine-tuning a model that gained an input)."""
     config, state = read_checkpoint(path)
-    # Positions are no weights: a fine-tune may change them (and relearn what depends on them).
-    if (config.model.model_dump(exclude=set(LEGACY_POSITIONS))
-            != model.config.model.model_dump(exclude=set(LEGACY_POSITIONS))):
+    # A fine-tune may change the settings added since (and learn what depends on them).
+    if (config.model.model_dump(exclude=set(LEGACY_SETTINGS))
+            != model.config.model.model_dump(exclude=set(LEGACY_SETTINGS))):
         raise ValueError(f"{path}: checkpoint of another model shape ({config.model}), "
                          f"not {model.config.model}")
     return _load_state(model, state, path, strict)

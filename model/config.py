@@ -31,6 +31,11 @@ class ModelConfig(BaseModel):
     # shorter than 6.3 beats, and they placed the bass swap beats away from where it belongs.
     position_min_period: float = Field(0.5, gt=0)
     position_period_ratio: float = Field(65536.0, gt=1)
+    # Each curve frame also gets both decks' conditioning tokens of its own beat, added to its
+    # input (time-aligned conditioning, besides the cross-attention). Through cross-attention
+    # alone the first models learned nothing of deck B: their loss was the same to four digits
+    # with another pair's deck B, and the bass swap ignored B's phrases.
+    local_conditioning: bool = True
 
 
 class DiffusionConfig(BaseModel):

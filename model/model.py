@@ -98,6 +98,11 @@ class Denoiser(nn.Module):
         d = m.hidden_dim
         self.positions = (m.position_min_period, m.position_period_ratio)
         self.input = nn.Linear(m.n_params, d)
+        # Zero-initialised, so that a checkpoint without it fine-tunes from its own function.
+        self.local = nn.Linear(2 * m.condition_dim, d) if m.local_conditioning else None
+        if self.local is not None:
+            nn.init.zeros_(self.local.weight)
+            nn.init.zeros_(self.local.bias)
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.blocks = nn.ModuleList(DiTBlock(d, m.n_heads, m.condition_dim, m.ff_mult)
                                     for _ in range(m.n_layers))
@@ -115,6 +120,10 @@ class Denoiser(nn.Module):
         # i * beats / frames, whatever the transition's length.
         beats = torch.arange(x.shape[1], device=x.device) * (cond.shape[1] / 2 / x.shape[1])
         h = self.input(x) + sinusoidal_positions(beats, self.input.out_features, *self.positions)
+        if self.local is not None:  # deck A's and deck B's token of each frame's beat
+            per_deck = cond.shape[1] // 2
+            at = beats.long().clamp(max=per_deck - 1)
+            h = h + self.local(torch.cat([cond[:, at], cond[:, per_deck + at]], dim=-1))
         temb = self.time(timestep_embedding(t, self.input.out_features))
         for i, block in enumerate(self.blocks):
             h = block(h, temb, cond, kv[i] if kv is not None else None)

@@ -57,8 +57,8 @@ def test_checkpoints_from_before_v_prediction_still_predict_the_noise(tmp_path):
 
 
 def test_checkpoints_from_before_the_position_settings_keep_their_positions(tmp_path):
-    """Older configs lack the position settings; they were Transformer's sinusoids, and the
-    denoiser still computes what it was trained to compute."""
+    """Older configs lack the position settings (they were Transformer's sinusoids) and the
+    local conditioning (their weights have none): they load as what they were trained as."""
     import json
     import math
 
@@ -67,12 +67,14 @@ def test_checkpoints_from_before_the_position_settings_keep_their_positions(tmp_
     from model.conditioning import sinusoidal_positions
     path = save_model(create_model(get_config("small")), tmp_path / "m.safetensors")
     config = json.loads(get_config("small").model_dump_json())
-    for name in ("position_min_period", "position_period_ratio"):
+    for name in ("position_min_period", "position_period_ratio", "local_conditioning"):
         del config["model"][name]
-    save_file(load_file(path), tmp_path / "old.safetensors",
+    old_weights = {k: v for k, v in load_file(path).items() if not k.startswith("denoiser.local")}
+    save_file(old_weights, tmp_path / "old.safetensors",
               metadata={"config": json.dumps(config)})
     old = load_model(tmp_path / "old.safetensors").config.model
     assert (old.position_min_period, old.position_period_ratio) == (2 * math.pi, 10000.0)
+    assert not old.local_conditioning
     beats = torch.arange(40, dtype=torch.float32) / 3
     dim = 64
     freqs = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2) / dim)
