@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Command = Literal["param", "filter", "play", "cue", "sync", "tempo", "jog", "trigger", "abort",
-                  "hold", "regenerate", "bars", "candidate", "shift"]
+                  "hold", "regenerate", "bars", "candidate", "shift", "keylock"]
 # Commands that act on a deck.
 DECK_COMMANDS = {"filter", "play", "cue", "sync", "tempo", "jog"}
 BARS_CHOICES = (4, 8, 16, 32)

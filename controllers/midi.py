@@ -159,6 +159,8 @@ class MidiController:
         elif c.command == "candidate":
             n = len(e.plan.transitions) if e.plan and e.plan.transitions else 1
             e.select((e.candidate + 1) % n)
+        elif c.command == "keylock":  # a toggle, like a deck's KEY LOCK button
+            e.set_key_lock(not e.key_lock)
         else:
             {"cue": lambda: e.cue(c.deck), "sync": lambda: e.sync(c.deck),
              "trigger": e.trigger, "abort": e.abort, "regenerate": e.regenerate}[c.command]()

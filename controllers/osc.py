@@ -149,6 +149,8 @@ def routes() -> dict[str, Route]:
               lambda e, a: e.set_param("crossfader", unit(a))),
         Route("/mixer/master", "f", "master gain 0..1",
               lambda e, a: e.set_param("master_gain", unit(a))),
+        Route("/mixer/keylock", "i|f", "1: the decks keep their pitch at any tempo, 0: vinyl",
+              lambda e, a: e.set_key_lock(switch(a))),
     ]
     for deck in ("a", "b"):
         table += [

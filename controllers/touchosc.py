@@ -294,7 +294,8 @@ def _row(y: int, name: str, caption: str) -> ET.Element:
 
 
 def transition_panel() -> list[ET.Element]:
-    """The next transition: candidates, length, quantize, guidance; master gain; feedback."""
+    """The next transition: candidates, length, quantize, guidance; master gain; feedback;
+    key lock."""
     n = EngineConfig().candidates
     items = [label("next_title", Rect(318, 8, 250, 36), "NEXT TRANSITION", GREEN, 18),
              label("ready_caption", Rect(568, 8, 80, 36), "READY", GREY),
@@ -329,6 +330,8 @@ def transition_panel() -> list[ET.Element]:
     # TouchOSC cannot say hello by itself: this button asks the engine for feedback on its port.
     items += press("register", Rect(318, 388, 388, 56), GREY, "CONNECT FEEDBACK", REGISTER,
                    constant("INTEGER", FEEDBACK_PORT))
+    items += button("keylock", Rect(318, 452, 388, 56), WHITE, "KEY LOCK",
+                    send("/mixer/keylock", value()), feedback="/mixer/keylock", toggle=True)
     return items
 
 

@@ -167,6 +167,10 @@ class Engine:
     def sync(self, deck: int | str) -> None:
         self.core.send(c.Sync(deck_index(deck)))
 
+    @property
+    def key_lock(self) -> bool:
+        return self.keylock.on
+
     def set_key_lock(self, on: bool = True) -> None:
         """Key lock: the decks keep their tracks' pitch at any tempo (time-stretched copies,
         vinyl-style until a copy is ready); off, the pitch follows the tempo (vinyl)."""
@@ -397,4 +401,5 @@ class Engine:
         state["/transition/bars"] = self.bars
         state["/transition/candidate"] = self.candidate + 1
         state["/transition/ready"] = len(self.plan.transitions) if self.plan else 0
+        state["/mixer/keylock"] = int(self.keylock.on)
         return state

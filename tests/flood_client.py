@@ -121,7 +121,8 @@ async def flood(engine: Any, out: Any, server: Any, midi: Any, seconds: float,
     midi_before = controller.handled + controller.ignored
     client = await asyncio.create_subprocess_exec(
         sys.executable, str(Path(__file__)), str(server.port), f"{MIDI_PORT} {seed}",
-        str(seconds), str(seed), *map(str, rates), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        str(seconds), str(seed), *map(str, rates), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE)
     try:
         assert (await client.stdout.readline()).strip() == b"ready"
         midi.scan(asyncio.get_running_loop())

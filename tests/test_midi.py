@@ -216,3 +216,17 @@ def test_midi_clock_in_sets_the_tempo_and_clock_out_leads(two_tracks, jack_serve
     gear.close()
     assert received[0] == "start" and received[-1] == "stop"
     assert 45 <= received.count("clock") <= 75  # about 60 in a second
+
+
+def test_the_key_lock_pad_toggles_key_lock_and_lights_its_led(two_tracks):
+    engine = loaded_engine(two_tracks)
+    c = MidiController(engine, load_mapping(PRESETS / "generic.yaml", PARAM_NAMES))
+    pad = [mido.Message("note_on", channel=0, note=45, velocity=v) for v in (127, 0)]
+    for message in pad:  # press and release: on
+        c.handle(message)
+    assert engine.key_lock
+    leds = [m for m in c.feedback_messages(engine.feedback_state()) if m.type == "note_on"]
+    assert any(m.note == 45 and m.velocity > 0 for m in leds)
+    for message in pad:  # again: off
+        c.handle(message)
+    assert not engine.key_lock

@@ -214,3 +214,21 @@ def test_ableton_tempo_is_followed(two_tracks):
     assert follower.bpm == 127.5
     bpm_a = engine.tracks[0].analysis.bpm
     assert engine.core.status.rates[0] == pytest.approx(127.5 / bpm_a)
+
+
+def test_key_lock_is_switched_over_osc_and_shown_in_feedback(two_tracks):
+    engine = loaded_engine(two_tracks)
+
+    async def scenario():
+        server = await serve(engine)
+        client = SimpleUDPClient("127.0.0.1", server.port)
+        client.send_message("/mixer/keylock", 1)
+        await pause()
+        on = (engine.key_lock, engine.feedback_state()["/mixer/keylock"])
+        client.send_message("/mixer/keylock", 0.0)
+        await pause()
+        server.close()
+        return on
+
+    assert asyncio.run(scenario()) == (True, 1)
+    assert not engine.key_lock and engine.feedback_state()["/mixer/keylock"] == 0

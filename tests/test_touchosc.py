@@ -198,8 +198,9 @@ def state(engine: Engine, server: OSCServer) -> dict[str, object]:
     s = engine.core.status
     return dict(params=engine.core._manual.tolist(), playing=s.playing, rates=s.rates,
                 stopped_at=[None if p else round(b, 6) for b, p in zip(s.beats, s.playing)],
-                phase=s.phase, held=s.held, bars=engine.bars, quantize=engine.quantize,
-                guidance=engine.guidance, candidate=engine.candidate, plan=Same(engine.plan),
+                phase=s.phase, held=s.held, key_lock=engine.key_lock, bars=engine.bars,
+                quantize=engine.quantize, guidance=engine.guidance, candidate=engine.candidate,
+                plan=Same(engine.plan),
                 feedback=list(server.feedback))
 
 
