@@ -40,14 +40,20 @@ def small():
     return model
 
 
-def test_base_model_has_the_seed_size_and_component_split():
+def test_base_model_has_the_seed_size_and_component_split(capsys):
+    from model.summary import main, parameter_counts
+
     model = create_model()
-    count = lambda *mods: sum(p.numel() for m in mods for p in m.parameters())  # noqa: E731
-    assert count(model) == pytest.approx(12e6, rel=0.15)
-    assert count(model.encoder.mel) == pytest.approx(2e6, rel=0.25)
-    assert count(model.encoder.a_from_b, model.encoder.b_from_a) == pytest.approx(0.5e6, rel=0.1)
-    assert count(model.denoiser) > 7e6
-    assert count(create_model(get_config("small"))) < count(model) / 4
+    counts = parameter_counts(model)
+    total = sum(p.numel() for p in model.parameters())
+    assert sum(counts.values()) == total == pytest.approx(12e6, rel=0.15)
+    assert counts["MelEncoder"] == pytest.approx(2e6, rel=0.25)
+    assert counts["cross-attention"] == pytest.approx(0.5e6, rel=0.1)
+    assert counts["denoiser"] > 7e6
+    small = create_model(get_config("small"))
+    assert sum(parameter_counts(small).values()) < total / 4
+    main(["--config", "base"])
+    assert f"base: {total / 1e6:.2f}M parameters" in capsys.readouterr().out
 
 
 def test_generate_returns_curves_in_range_with_the_seed_api(small):
