@@ -103,14 +103,18 @@ class Generator:
         return Result(request.serial, transitions, error)
 
     def _sample(self, r: GenerateRequest) -> tuple[Transition, ...]:
+        import torch
+
         from model.conditioning import TrackFeatures
+        from model.policy import END_FRAME
 
         frames = r.bars * 4 * FRAMES_PER_BEAT
         a = TrackFeatures.from_analysis([feature_window(r.a, r.a_beat, frames)])
         b = TrackFeatures.from_analysis([feature_window(r.b, r.b_beat, frames)])
         curves = self.model.generate(a.to(self.device), b.to(self.device),
                                      guidance_scale=r.guidance, steps=r.steps, seed=r.seed,
-                                     n_samples=r.n_samples).cpu().numpy()
+                                     n_samples=r.n_samples,
+                                     end=torch.from_numpy(END_FRAME)).cpu().numpy()
         return tuple(Transition(c, r.bars, "model", k) for k, c in enumerate(curves))
 
 

@@ -60,7 +60,7 @@ from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .critic import Critique, render_and_critique
 from .data import Batch, DatasetError, TransitionDataset, build_dataset, generate_tracks
 from .model import TransitionDiffusion
-from .policy import PHRASE_BARS
+from .policy import END_FRAME, PHRASE_BARS
 
 B_BASS = PARAM_INDEX["b_bass_gain"]
 METHODS = ("model", "policy", "crossfade", "random")
@@ -244,7 +244,8 @@ def sample_model(model: TransitionDiffusion, pair: Pair, config: EvaluationConfi
                  guidance: float, n_samples: int, seed: int) -> np.ndarray:
     f = pair.features
     return model.generate(f.track_a, f.track_b, steps=config.steps, guidance_scale=guidance,
-                          seed=seed, n_samples=n_samples).numpy()
+                          seed=seed, n_samples=n_samples,
+                          end=torch.from_numpy(END_FRAME)).numpy()
 
 
 @torch.no_grad()
@@ -391,9 +392,10 @@ def conditioning_report(model: TransitionDiffusion, data: TransitionDataset, sam
         offsets = data.examples["b_phrase_offset"][batch.rows]
         shuffled = data.batch(rng.permutation(batch.rows))
         runs = {"model": model.generate(batch.track_a, batch.track_b, steps=steps, seed=seed,
-                                        n_samples=samples),
+                                        n_samples=samples, end=torch.from_numpy(END_FRAME)),
                 "control": model.generate(batch.track_a, shuffled.track_b, steps=steps,
-                                          seed=seed, n_samples=samples)}
+                                          seed=seed, n_samples=samples,
+                                          end=torch.from_numpy(END_FRAME))}
         for name, out in runs.items():
             out = out.numpy().reshape(len(batch.rows), samples, *out.shape[1:])
             for curves_of_pair, offset in zip(out, offsets):

@@ -183,10 +183,14 @@ class TransitionDiffusion(nn.Module):
     def generate(self, track_a: TrackFeatures, track_b: TrackFeatures,
                  n_frames: int | None = None, steps: int | None = None,
                  guidance_scale: float | None = None, seed: int | None = None,
-                 n_samples: int = 1) -> torch.Tensor:
+                 n_samples: int = 1, end: torch.Tensor | None = None) -> torch.Tensor:
         """Sample transitions: [batch * n_samples, n_frames, 52] in [0, 1].
 
         Each pair in the batch gets ``n_samples`` different transitions (consecutive rows).
+        ``end`` [52] in [0, 1]: the frame every transition must end on (the engine's hand-over
+        state: deck B alone, neutral), held through sampling by replacement: at each step the
+        last frame is set to ``end`` noised to the step's level, so the frames before it are
+        denoised towards it, and the last step leaves it exact.
         """
         d = self.config.diffusion
         n_frames = n_frames or self.config.model.n_frames
@@ -203,13 +207,23 @@ class TransitionDiffusion(nn.Module):
             generator.seed()
         x = torch.randn(cond.shape[0], n_frames, self.config.model.n_params,
                         generator=generator).to(device)
+        if end is not None:
+            end = torch.as_tensor(end, dtype=torch.float32, device=device)
+            if end.shape != (self.config.model.n_params,) or not bool(
+                    ((end >= 0) & (end <= 1)).all()):
+                raise ValueError(f"end must be {self.config.model.n_params} values in [0, 1]")
+            end = end * 2.0 - 1.0
         timesteps = torch.linspace(d.n_steps - 1, 0, steps).round().long().tolist()
-        x = self.ddim(x, timesteps, cond, guidance)
+        x = self.ddim(x, timesteps, cond, guidance, end)
         return ((x.clamp(-1.0, 1.0) + 1.0) / 2.0).float()
 
     def ddim(self, x: torch.Tensor, timesteps: list[int], cond: torch.Tensor,
-             guidance: float) -> torch.Tensor:
-        """Deterministic DDIM (eta = 0) from x at timesteps[0] down through ``timesteps``."""
+             guidance: float, end: torch.Tensor | None = None) -> torch.Tensor:
+        """Deterministic DDIM (eta = 0) from x at timesteps[0] down through ``timesteps``;
+        ``end`` [P] (model units, -1..1): the last frame's known value (see ``generate``)."""
+        if end is not None:
+            a = self.alpha_bar[timesteps[0]]
+            x[:, -1] = a.sqrt() * end + (1 - a).sqrt() * x[:, -1]
         if guidance != 1.0:  # conditional and unconditional in one batch
             cond = torch.cat([cond, self.null_condition.expand_as(cond)])
         kv = self.denoiser.cross_kv(cond)
@@ -231,4 +245,6 @@ class TransitionDiffusion(nn.Module):
             x0 = x0.clamp(-1.0, 1.0)
             eps = (x - a.sqrt() * x0) / (1 - a).sqrt().clamp_min(1e-8)
             x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+            if end is not None:
+                x[:, -1] = a_prev.sqrt() * end + (1 - a_prev).sqrt() * eps[:, -1]
         return x

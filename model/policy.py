@@ -27,6 +27,9 @@ from analysis.key import compatible
 from effects.params import PARAM_INDEX, STEMS, neutral_frame
 
 STYLES = ("blend", "filter", "echo_out", "cut")
+# Where every transition ends: deck B alone, every parameter neutral; the engine hands deck B
+# over in this state (and the model's sampler holds it, model.generate's ``end``).
+END_FRAME = neutral_frame(crossfader=1.0)
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ def plan_transition(key_a: int, key_b: int, rng: np.random.Generator, n_frames: 
         ramp("a_vocals_gain", [(swap - BEATS_PER_BAR - 1, 1.0), (swap - BEATS_PER_BAR, 0.0)])
         ramp("b_vocals_gain", [(0, 0.0), (swap - 1, 0.0), (swap, 1.0)])
     # Deck B ends neutral and alone; the last frame is the state the engine hands over.
-    curves[-1] = neutral_frame(crossfader=1.0)
+    curves[-1] = END_FRAME
     return TransitionPlan(style, bars, swap_bar, np.clip(curves, 0.0, 1.0).astype(np.float32))
 
 

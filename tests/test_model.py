@@ -192,3 +192,19 @@ def test_cached_cross_attention_is_multihead_attention(small):
     reference = block.cross(x, cond, cond, need_weights=False)[0]
     cached = block._cross(x, block.cross_keys_values(cond))
     torch.testing.assert_close(cached, reference, atol=1e-5, rtol=1e-4)
+
+
+def test_generate_holds_a_given_end_frame(small):
+    """The engine samples with its hand-over state as the last frame: the transition must land
+    on it exactly, and the frames before it are sampled towards it."""
+    from model.policy import END_FRAME
+
+    a, b = features(1, seed=1), features(1, seed=2)
+    free = small.generate(a, b, n_frames=32, steps=8, seed=0, n_samples=2)
+    held = small.generate(a, b, n_frames=32, steps=8, seed=0, n_samples=2,
+                          end=torch.from_numpy(END_FRAME))
+    assert torch.allclose(held[:, -1], torch.from_numpy(END_FRAME).expand(2, -1), atol=1e-6)
+    assert not torch.allclose(free[:, -1], held[:, -1], atol=1e-2)
+    assert not torch.allclose(free[:, -2], held[:, -2])  # the end reaches back
+    with pytest.raises(ValueError, match="end must be 52 values"):
+        small.generate(a, b, n_frames=32, steps=2, end=torch.full((52,), 2.0))
