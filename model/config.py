@@ -28,7 +28,7 @@ class ModelConfig(BaseModel):
     # 2^16 and power-of-two widths the periods include 1, 2, 4 (a bar), 8... beats exactly, so a
     # frame's place in its beat and bar is a fixed direction; half a beat tells frames of
     # neighbouring beats apart. The first models had Transformer's (2 pi, 10000): nothing
-    # shorter than 6.3 beats, and they placed the bass swap beats away from where it belongs.
+    # shorter than 6.3 beats.
     position_min_period: float = Field(0.5, gt=0)
     position_period_ratio: float = Field(65536.0, gt=1)
     # Each curve frame also gets both decks' conditioning tokens of its own beat, added to its
