@@ -103,8 +103,6 @@ class Generator:
         return Result(request.serial, transitions, error)
 
     def _sample(self, r: GenerateRequest) -> tuple[Transition, ...]:
-        import torch
-
         from model.conditioning import TrackFeatures
         from model.policy import END_FRAME
 
@@ -114,7 +112,7 @@ class Generator:
         curves = self.model.generate(a.to(self.device), b.to(self.device),
                                      guidance_scale=r.guidance, steps=r.steps, seed=r.seed,
                                      n_samples=r.n_samples,
-                                     end=torch.from_numpy(END_FRAME)).cpu().numpy()
+                                     end=END_FRAME).cpu().numpy()
         return tuple(Transition(c, r.bars, "model", k) for k, c in enumerate(curves))
 
 

@@ -245,7 +245,7 @@ def sample_model(model: TransitionDiffusion, pair: Pair, config: EvaluationConfi
     f = pair.features
     return model.generate(f.track_a, f.track_b, steps=config.steps, guidance_scale=guidance,
                           seed=seed, n_samples=n_samples,
-                          end=torch.from_numpy(END_FRAME)).numpy()
+                          end=END_FRAME).numpy()
 
 
 @torch.no_grad()
@@ -392,10 +392,10 @@ def conditioning_report(model: TransitionDiffusion, data: TransitionDataset, sam
         offsets = data.examples["b_phrase_offset"][batch.rows]
         shuffled = data.batch(rng.permutation(batch.rows))
         runs = {"model": model.generate(batch.track_a, batch.track_b, steps=steps, seed=seed,
-                                        n_samples=samples, end=torch.from_numpy(END_FRAME)),
+                                        n_samples=samples, end=END_FRAME),
                 "control": model.generate(batch.track_a, shuffled.track_b, steps=steps,
                                           seed=seed, n_samples=samples,
-                                          end=torch.from_numpy(END_FRAME))}
+                                          end=END_FRAME)}
         for name, out in runs.items():
             out = out.numpy().reshape(len(batch.rows), samples, *out.shape[1:])
             for curves_of_pair, offset in zip(out, offsets):

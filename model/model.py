@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -183,7 +184,8 @@ class TransitionDiffusion(nn.Module):
     def generate(self, track_a: TrackFeatures, track_b: TrackFeatures,
                  n_frames: int | None = None, steps: int | None = None,
                  guidance_scale: float | None = None, seed: int | None = None,
-                 n_samples: int = 1, end: torch.Tensor | None = None) -> torch.Tensor:
+                 n_samples: int = 1, end: torch.Tensor | np.ndarray | None = None
+                 ) -> torch.Tensor:
         """Sample transitions: [batch * n_samples, n_frames, 52] in [0, 1].
 
         Each pair in the batch gets ``n_samples`` different transitions (consecutive rows).
