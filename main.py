@@ -6,242 +6,34 @@
 
 Live, deck A plays while the worker analyses both tracks and samples candidate transitions;
 a trigger (Enter here, or a controller) starts one on the next bar, and deck B takes over.
-Without an audio device the demo says so and renders to a file instead.
+Without an audio device the demo says so and renders to a file instead. This file parses the
+command line and dispatches; the session is assembled in engine/session.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import functools
 import sys
-import time
 from pathlib import Path
 
-import mido
-import numpy as np
-import soundfile as sf
-
 from analysis.audio import AudioLoadError
-from analysis.beats import BEATS_PER_BAR, PHRASE_BARS
-from analysis.cache import default_cache_dir
 from analysis.separation import SEPARATORS, get_separator
-from analysis.synth import render_track
+from analysis.synth import demo_tracks
 from analysis.track import AnalysisError, analyze
-from controllers.mapping import load_mapping
-from controllers.ableton import AbletonTempo
-from controllers.learn import add_control, control_from, next_message
+from controllers.learn import learn
 from controllers.link import LinkFollower, LinkUnavailable
-from controllers.midi import MidiClockOut, MidiController, MidiInput, open_ports
+from controllers.mapping import load_mapping, preset_for
+from controllers.midi import MidiController, MidiInput
 from controllers.osc import DEFAULT_PORT, FEEDBACK_PORT, OSCServer
-from effects.params import PARAM_NAMES, STEMS
-from engine.backends import (AudioDeviceError, AudioOutput, Cue, output_devices,
-                             render_offline)
+from controllers.parts import ableton_part, clock_part, link_part, midi_part, osc_part
+from effects.params import PARAM_NAMES
+from engine.backends import AudioDeviceError, output_devices
 from engine.config import EngineConfig
-from engine.engine import Engine
-from engine.recorder import Recorder
-from engine.worker import GenerationWorker
+from engine.session import LiveOptions, Part, render_mix, run_live
 
-PRESETS = Path(__file__).resolve().parent / "presets"
-DEMO = ({"seed": 1, "bpm": 124.0, "tonic": 9, "mode": "minor", "bars": 48},
-        {"seed": 2, "bpm": 126.0, "tonic": 0, "mode": "major", "bars": 48})
-
-
-def demo_tracks(sample_rate: int) -> tuple[Path, Path]:
-    """The two built-in generated tracks as stem folders in the cache (made once)."""
-    paths = []
-    for name, spec in zip("ab", DEMO):
-        folder = default_cache_dir().parent / "demo" / f"{name}-{spec['seed']}-{sample_rate}"
-        if not (folder / "other.flac").is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            track = render_track(sample_rate=sample_rate, **spec)
-            for stem, audio in zip(STEMS, track.stems):
-                sf.write(folder / f"{stem}.flac", audio.T, sample_rate, subtype="PCM_24")
-        paths.append(folder)
-    return paths[0], paths[1]
-
-
-def preset_for(port: str) -> Path:
-    """The preset whose ``port`` occurs in the given port name, else the generic mapping."""
-    for path in sorted(PRESETS.glob("*.yaml")):
-        mapping = load_mapping(path)
-        if mapping.port and port and mapping.port.lower() in port.lower():
-            return path
-    return PRESETS / "generic.yaml"
-
-
-def mix_out_bar(engine: Engine, transition_at: int | None) -> int:
-    """Where the transition starts (a bar of deck A from 0): the given bar, or where a DJ would
-    mix out: the last phrase start that leaves the transition's length before A ends."""
-    if transition_at is not None:
-        return max(0, transition_at - 1)
-    bars_a = engine.tracks[0].bars
-    return max(0, (bars_a - engine.bars) // PHRASE_BARS * PHRASE_BARS)
-
-
-def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
-               transition_at: int | None, block_size: int) -> int:
-    engine = Engine(config)
-    for deck, path in ((0, deck_a), (1, deck_b)):
-        engine.load(deck, path)
-    for message in engine.poll():
-        print(message)
-    if engine.tracks[0] is None or engine.tracks[1] is None:
-        print("error: both decks need a track that loads", file=sys.stderr)
-        return 1
-    a, b = engine.tracks
-    start_bar = mix_out_bar(engine, transition_at)
-    start_beat = float(start_bar * BEATS_PER_BAR)
-    engine.plan_next(a_beat=start_beat)
-    sr = config.sample_rate
-    trigger_at = int(a.position_of(start_beat - 1.0, sr))
-    rate_b = b.grid.beat_period / a.grid.beat_period
-    total = int(a.position_of(start_beat, sr) + (b.samples - b.position_of(0.0, sr)) / rate_b)
-    said: list[str] = []
-    script = [Cue(0, lambda: engine.play(0)),
-              Cue(max(trigger_at, 0), lambda: said.append(engine.trigger()))]
-    t0 = time.perf_counter()
-    mix = render_offline(engine.core, total, block_size, out, script)
-    elapsed = time.perf_counter() - t0
-    print(*said, *engine.poll(), sep="\n")
-    if engine.plan and engine.plan.note:
-        print(f"note: {engine.plan.note}")
-    if config.key_lock:
-        print(f"deck B: {engine.keylock.mode(1)}")
-    peak = float(np.max(np.abs(mix))) if mix.size else 0.0
-    print(f"transition from bar {start_bar + 1} of {a.name}; {mix.shape[1] / sr:.1f} s rendered "
-          f"in {elapsed:.1f} s ({mix.shape[1] / sr / elapsed:.0f}x real time), "
-          f"peak {20 * np.log10(max(peak, 1e-9)):.1f} dBFS")
-    print(f"wrote {out}")
-    return 0
-
-
-async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path, record: Path | None,
-                   auto_trigger: int | None, seconds: float | None,
-                   osc: OSCServer | None = None, midi: MidiInput | None = None,
-                   clock_port: str | None = None, ableton: str | None = None,
-                   link: LinkFollower | None = None) -> int:
-    worker = GenerationWorker(config.worker, config.checkpoint, config.model_device,
-                              config.worker_threads)
-    worker.start()
-    engine = Engine(config, worker=worker)
-    recorder = Recorder(record, config.sample_rate, config.record_seconds) if record else None
-    try:
-        output = AudioOutput(engine.core, config.sample_rate, config.block_size, config.device,
-                             config.latency, recorder)
-    except AudioDeviceError as err:
-        print(f"error: {err}", file=sys.stderr)
-        worker.stop()
-        if recorder:
-            recorder.close()
-        return 2
-    engine.load(0, deck_a)
-    engine.load(1, deck_b)
-    loop = asyncio.get_running_loop()
-    if osc is not None:
-        osc.engine = engine
-        await osc.start()
-        feedback = asyncio.create_task(osc.feedback_loop(engine.feedback_state))
-        print(f"OSC on {osc.host}:{osc.port}")
-    if midi is not None:
-        midi.controller.engine = engine
-        next_scan = 0.0
-    live = None
-    if ableton is not None:
-        live = AbletonTempo(engine, ableton)
-        await live.start()
-    if link is not None:
-        link.engine, link.latency = engine, output.output_latency
-        await link.start()
-        following = asyncio.create_task(link.run())
-    clock = None
-    if clock_port is not None:
-        backend = mido.Backend(os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi"))
-        names = [n for n in backend.get_output_names() if clock_port.lower() in n.lower()]
-        if not names:
-            print(f"error: no MIDI output port matches {clock_port}", file=sys.stderr)
-        else:
-            clock = MidiClockOut(backend.open_output(names[0]), engine.live_bpm)
-            clock.start()
-    triggers: asyncio.Queue[str] = asyncio.Queue()
-    if sys.stdin.isatty():
-        loop.add_reader(sys.stdin, lambda: triggers.put_nowait(sys.stdin.readline().strip()))
-    print("Enter: transition  |  a: abort  |  h: hold/release  |  r: regenerate  |  "
-          "1-8: candidate  |  q: quit")
-    output.start()
-    started, auto_done, held, playing_a = time.monotonic(), False, False, False
-    try:
-        while True:
-            for message in engine.poll():
-                print(f"\r{message:<120}")
-            while not triggers.empty():
-                key = triggers.get_nowait()
-                if key == "q":
-                    return 0
-                if key == "a":
-                    engine.abort()
-                elif key == "h":
-                    held = not held
-                    engine.hold(held)
-                elif key == "r":
-                    engine.regenerate()
-                elif key.isdigit() and engine.plan and 0 < int(key) <= len(
-                        engine.plan.transitions):
-                    engine.select(int(key) - 1)
-                else:
-                    print(f"\r{engine.trigger():<120}")
-            if midi is not None:
-                if time.monotonic() >= next_scan:  # hot-plug: look for the controller again
-                    for name in midi.scan(loop):
-                        print(f"\rMIDI: {name} ({midi.controller.mapping.name})")
-                    if midi.error:
-                        print(f"\r{midi.error}", file=sys.stderr)
-                        midi = None
-                        continue
-                    next_scan = time.monotonic() + 2.0
-                midi.send_feedback(engine.feedback_state())
-            status = engine.core.status
-            if not playing_a and engine.tracks[0] is not None:
-                engine.play(0)  # deck A starts as soon as it is loaded
-                playing_a = True
-            # Like a performer's trigger, it does not wait for the model: the policy stands in.
-            if auto_trigger is not None and not auto_done and engine.tracks[1] is not None \
-                    and status.beats[0] >= (auto_trigger - 1) * BEATS_PER_BAR:
-                print(f"\r{engine.trigger():<120}")
-                auto_done = True
-            sys.stdout.write("\r" + engine.status_line(output.load_percentiles(),
-                                                       output.xruns)[:160])
-            sys.stdout.flush()
-            if output.finished:
-                print("\nerror: the audio device stopped", file=sys.stderr)
-                return 2
-            if seconds is not None and time.monotonic() - started >= seconds:
-                return 0
-            await asyncio.sleep(0.1)
-    finally:
-        if osc is not None:
-            feedback.cancel()
-            osc.close()
-        if midi is not None:
-            midi.close()
-        if clock is not None:
-            clock.stop()
-        if live is not None:
-            live.close()
-        if link is not None:
-            following.cancel()
-            link.close()
-        output.stop()
-        engine.close()
-        worker.stop()
-        print()
-        if recorder:
-            recorder.close()
-            played = output.frames_played
-            print(f"recorded {played - recorder.dropped_frames} of {played} frames played to "
-                  f"{recorder.path}"
-                  + (f"; {recorder.dropped_frames} dropped" if recorder.dropped_frames else "")
-                  + (f"; {recorder.error}" if recorder.error else ""))
+DEMO_TRIGGER_BAR = 9
 
 
 def learn_command(args: argparse.Namespace) -> int:
@@ -249,16 +41,9 @@ def learn_command(args: argparse.Namespace) -> int:
     if args.midi_map is None:
         print("error: --midi-learn needs --midi-map FILE to write to", file=sys.stderr)
         return 2
-    backend = mido.Backend(os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi"))
     try:
-        names = open_ports(backend, args.midi or None)
-        if not names:
-            raise OSError(f"no MIDI input port matches {args.midi or '(any)'}")
-        with backend.open_input(names[0]) as port:
-            print(f"move the control for {args.midi_learn} on {names[0]} ...", flush=True)
-            message = asyncio.run(next_message(port, 30.0))
-        control = control_from(message, args.midi_learn, args.learn_deck, args.learn_target)
-        add_control(args.midi_map, control, PARAM_NAMES)
+        message, _ = learn(args.midi_map, args.midi or None, args.midi_learn, args.learn_deck,
+                           args.learn_target, PARAM_NAMES)
     except (OSError, TimeoutError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -348,6 +133,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def controller_parts(args: argparse.Namespace) -> tuple[Part, ...]:
+    """The optional parts the command line asks for, in the order they start. Raises
+    ValueError or OSError for a bad mapping or address, before any music."""
+    parts: list[Part] = []
+    if args.osc is not None:
+        feedback = [(h, int(p)) for h, p in (x.rsplit(":", 1) for x in args.osc_feedback)]
+        server = OSCServer(None, args.osc_host, args.osc, tuple(args.osc_allow), feedback)
+        parts.append(functools.partial(osc_part, server))
+    if args.midi is not None:
+        mapping = load_mapping(args.midi_map or preset_for(args.midi), PARAM_NAMES)
+        midi = MidiInput(MidiController(None, mapping, follow_clock=args.midi_clock_in),
+                         args.midi or None)
+        parts.append(functools.partial(midi_part, midi))
+    if args.ableton is not None:
+        parts.append(functools.partial(ableton_part, args.ableton))
+    if args.link:
+        parts.append(functools.partial(link_part, LinkFollower(None)))
+    if args.midi_clock_out is not None:
+        parts.append(functools.partial(clock_part, args.midi_clock_out))
+    return tuple(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.analyze is not None:
@@ -385,24 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         args.render = Path("out/demo_mix.wav")
         print(f"rendering the demo to {args.render} instead", file=sys.stderr)
     if args.render is not None:
-        return render_mix(config, deck_a, deck_b, args.render, args.transition_at,
-                          args.block_size)
+        return render_mix(config, deck_a, deck_b, args.render, args.transition_at)
+    auto = args.auto_trigger if args.auto_trigger is not None else (
+        DEMO_TRIGGER_BAR if demo else None)
+    options = LiveOptions(record=args.record, auto_trigger=auto, seconds=args.seconds)
     try:
-        auto = args.auto_trigger if args.auto_trigger is not None else (9 if demo else None)
-        osc = None
-        if args.osc is not None:
-            feedback = [(h, int(p)) for h, p in (x.rsplit(":", 1) for x in args.osc_feedback)]
-            osc = OSCServer(None, args.osc_host, args.osc, tuple(args.osc_allow), feedback)
-        midi = None
-        if args.midi is not None:
-            mapping = load_mapping(args.midi_map or preset_for(args.midi), PARAM_NAMES)
-            midi = MidiInput(MidiController(None, mapping, follow_clock=args.midi_clock_in),
-                             args.midi or None)
-        link = LinkFollower(None) if args.link else None
-        return asyncio.run(run_live(config, deck_a, deck_b, args.record, auto, args.seconds,
-                                    osc, midi, args.midi_clock_out, args.ableton, link))
-    except (ValueError, OSError, LinkUnavailable) as err:  # a mapping, an address, a port
-        print(f"error: {err}", file=sys.stderr)
+        return asyncio.run(run_live(config, deck_a, deck_b, options, controller_parts(args)))
+    except (ValueError, OSError, LinkUnavailable, AudioDeviceError) as err:
+        print(f"error: {err}", file=sys.stderr)  # a mapping, an address, a port, the device
         return 2
     except KeyboardInterrupt:
         return 0

@@ -9,10 +9,15 @@ which is what the analysis is measured against and what the built-in demo tracks
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+
+from effects.params import STEMS
 
 from .beats import PHRASE_BARS
+from .cache import default_cache_dir
 from .key import PITCH_CLASSES
 
 
@@ -159,3 +164,22 @@ def render_track(seed: int, bpm: float = 124.0, tonic: int = 9, mode: str = "min
     beat_times = np.arange(n_beats) * beat
     return SynthTrack(stereo.astype(np.float32), sample_rate, float(bpm), tonic, mode, beat_times,
                       sections)
+
+
+# The demo's two tracks: A minor into C major, two BPM apart, 48 bars each.
+DEMO = ({"seed": 1, "bpm": 124.0, "tonic": 9, "mode": "minor", "bars": 48},
+        {"seed": 2, "bpm": 126.0, "tonic": 0, "mode": "major", "bars": 48})
+
+
+def demo_tracks(sample_rate: int) -> tuple[Path, Path]:
+    """The two built-in generated tracks as stem folders in the cache (made once)."""
+    paths = []
+    for name, spec in zip("ab", DEMO):
+        folder = default_cache_dir().parent / "demo" / f"{name}-{spec['seed']}-{sample_rate}"
+        if not (folder / "other.flac").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            track = render_track(sample_rate=sample_rate, **spec)
+            for stem, audio in zip(STEMS, track.stems):
+                sf.write(folder / f"{stem}.flac", audio.T, sample_rate, subtype="PCM_24")
+        paths.append(folder)
+    return paths[0], paths[1]

@@ -18,14 +18,17 @@ import numpy as np
 from effects.params import STEMS
 
 from .audio import load_audio, load_stem_folder
-from .beats import DEFAULT_BPM_RANGE, BeatGrid, estimate_beat_grid
+from .beats import BEATS_PER_BAR, DEFAULT_BPM_RANGE, BeatGrid, estimate_beat_grid
 from .cache import AnalysisCache, content_hash
-from .features import TrackFeatures, segment, track_features
+from .features import TrackFeatures, frame_rms, segment, track_features
 from .key import KEY_NAMES, camelot, estimate_key
 from .separation import Separator, get_separator
 
 # Bump when any analysis step changes its results: old cache entries are then recomputed.
 ANALYSIS_VERSION = 1
+# Vocals count as present in a bar within this many dB of the track's loudest vocal bar: above the
+# DSP separator's leakage of the other stems into the vocal stem.
+VOCALS_WITHIN_DB = 15.0
 
 
 class AnalysisError(ValueError):
@@ -57,6 +60,17 @@ class TrackAnalysis:
     @property
     def duration(self) -> float:
         return self.stems.shape[-1] / self.sample_rate
+
+
+def vocal_bars(result: TrackAnalysis) -> np.ndarray:
+    """Whether each bar from the first downbeat carries vocals (bool [bars])."""
+    grid = result.grid
+    bar = BEATS_PER_BAR * grid.beat_period
+    edges = np.arange(grid.first_downbeat, grid.duration + 1e-9, bar)
+    if edges.size < 2:
+        return np.zeros(0, dtype=bool)
+    level = 20 * np.log10(frame_rms(result.stems[2], result.sample_rate, edges) + 1e-9)
+    return level > level.max() - VOCALS_WITHIN_DB
 
 
 def analyze(path: Path | str, sample_rate: int = 44100, separator: str | Separator = "dsp",

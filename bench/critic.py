@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.key import key_index  # noqa: E402
 from analysis.synth import render_track  # noqa: E402
 from effects import DifferentiableMixer, MixerConfig  # noqa: E402
-from model.critic import critique  # noqa: E402
-from model.evaluate import linear_crossfade, random_curves  # noqa: E402
+from evaluation.critic import critique  # noqa: E402
+from evaluation.evaluate import linear_crossfade, random_curves  # noqa: E402
 from model.policy import STYLES, plan_transition  # noqa: E402
 
 SR = 44100

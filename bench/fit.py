@@ -1,13 +1,13 @@
-"""Curves fitted from mixes with known curves: how close model.fit gets, and how fast.
+"""Curves fitted from mixes with known curves: how close fitting.fit gets, and how fast.
 
     .venv/bin/python bench/fit.py [--styles blend,filter,echo_out,cut] [--stems-only]
 
-For each policy style, a known mix (model.fit_check.render_known_mix: two generated tracks, deck
+For each policy style, a known mix (fitting.fit_check.render_known_mix: two generated tracks, deck
 B at 127 BPM played at deck A's 124, a few bars either side of the transition, rendered by
 DifferentiableMixer at 44.1 kHz) is fitted from the mix and the two tracks, twice: given the
 tracks' true stems (as from folders of stems: the fitter's own accuracy), and given each track
 as one file, separated by the built-in DSP separator (what separation costs). The fitted curves
-are compared with the true ones where each parameter can be heard (model.fit_check). Errors are
+are compared with the true ones where each parameter can be heard (fitting.fit_check). Errors are
 pooled over the transitions (RMS of every compared value); the fit time is the median per
 transition at torch's thread count. The last line is JSON: fit_gain_rms (stem gains and
 crossfader), fit_crossfader_rms, fit_eq_db, fit_filter_octaves, fit_seconds, align_error_ms (the
@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.fit import FitConfig, fit_mix  # noqa: E402
-from model.fit_check import analysed, recovery_errors, render_known_mix  # noqa: E402
+from fitting.fit import FitConfig, fit_mix  # noqa: E402
+from fitting.fit_check import analysed, recovery_errors, render_known_mix  # noqa: E402
 
 # Transition lengths: the policy's shorter choice for each style.
 BARS = {"blend": 16, "filter": 8, "echo_out": 8, "cut": 4}

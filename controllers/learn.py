@@ -8,12 +8,14 @@ YAML: comments in it are not kept, so learn into your own file, not into a shipp
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import mido
 import yaml
 
 from .mapping import Control, Mapping, load_mapping
+from .midi import open_ports
 
 
 def control_from(message: mido.Message, command: str, deck: str | None = None,
@@ -55,3 +57,19 @@ async def next_message(port: mido.ports.BaseInput, timeout: float) -> mido.Messa
                 return message
         await asyncio.sleep(0.005)
     raise TimeoutError(f"no MIDI message in {timeout:g} s")
+
+
+def learn(path: Path, port_name: str | None, command: str, deck: str | None = None,
+          target: str | None = None, parameters: tuple[str, ...] = (),
+          timeout: float = 30.0) -> tuple[mido.Message, Mapping]:
+    """Wait for the next message on the first input port matching ``port_name`` (any without)
+    and add it to the mapping at ``path`` as ``command``. Raises OSError (no such port),
+    TimeoutError or ValueError (a message or an entry that cannot be learned)."""
+    backend = mido.Backend(os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi"))
+    names = open_ports(backend, port_name)
+    if not names:
+        raise OSError(f"no MIDI input port matches {port_name or '(any)'}")
+    with backend.open_input(names[0]) as port:
+        print(f"move the control for {command} on {names[0]} ...", flush=True)
+        message = asyncio.run(next_message(port, timeout))
+    return message, add_control(path, control_from(message, command, deck, target), parameters)

@@ -149,3 +149,15 @@ def load_mapping(path: Path | str, parameters: tuple[str, ...] = ()) -> Mapping:
                 raise MappingError(f"{path}, line {line}, field controls.{i}.target: no "
                                    f"parameter {control.target!r}")
     return mapping
+
+
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
+
+
+def preset_for(port: str) -> Path:
+    """The shipped preset whose ``port`` occurs in the given port name, else the generic one."""
+    for path in sorted(PRESETS.glob("*.yaml")):
+        mapping = load_mapping(path)
+        if mapping.port and port and mapping.port.lower() in port.lower():
+            return path
+    return PRESETS / "generic.yaml"

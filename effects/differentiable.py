@@ -77,9 +77,9 @@ def response_at(coeffs: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
     for start in range(0, rows.shape[0], chunk):
         piece = rows[start:start + chunk]
         if needs_grad:
-            pieces.append(checkpoint(_biquad_product, piece, z1, use_reentrant=False))
+            pieces.append(checkpoint(biquad_cascade_response, piece, z1, use_reentrant=False))
         else:
-            pieces.append(_biquad_product(piece, z1))
+            pieces.append(biquad_cascade_response(piece, z1))
     return torch.cat(pieces).reshape(*lead, -1)
 
 
@@ -87,7 +87,9 @@ def response_at(coeffs: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
 _RESPONSE_CHUNK = 1 << 21
 
 
-def _biquad_product(coeffs: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+def biquad_cascade_response(coeffs: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    """Response [R, M] of biquad cascades [R, K, 5] at z^-1 = ``z1`` [M], each biquad
+    evaluated on its own (see ``response_at``, which chunks it for memory)."""
     z2 = z1 * z1
     response = None
     for k in range(coeffs.shape[-2]):

@@ -125,6 +125,13 @@ class AudioOutput:
         self.stream.stop()
         self.stream.close()
 
+    def __enter__(self) -> AudioOutput:
+        """The open stream; ``start`` plays it, leaving stops and closes it."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 @dataclass
 class Cue:

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from analysis.beats import BEATS_PER_BAR, BeatGrid
-from analysis.track import TrackAnalysis
+from analysis.track import TrackAnalysis, vocal_bars
 
 
 
@@ -56,8 +56,6 @@ class Track:
     @cached_property
     def vocal_bars(self) -> np.ndarray:
         """Which bars carry vocals (computed once per track, for the policy's vocal rule)."""
-        from model.data import vocal_bars
-
         return vocal_bars(self.analysis)
 
     def beat_at(self, position: float, sample_rate: int) -> float:

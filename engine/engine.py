@@ -336,6 +336,12 @@ class Engine:
         """Stop what runs beside the loop (key-lock stretches)."""
         self.keylock.close()
 
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _result(self, result: Result) -> None:
         if result.serial == -1:
             self.model_note = result.error or f"model on {result.extra.get('device', '?')}"

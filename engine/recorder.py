@@ -56,6 +56,20 @@ class Recorder:
         self._ring[:n - first] = block[:, first:].T
         self._written += n
 
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def summary(self) -> str:
+        """What the file holds of what was played (after ``close``)."""
+        played = self._written + self._overflow
+        return (f"recorded {played - self.dropped_frames} of {played} frames played to "
+                f"{self.path}"
+                + (f"; {self.dropped_frames} dropped" if self.dropped_frames else "")
+                + (f"; {self.error}" if self.error else ""))
+
     @property
     def dropped_frames(self) -> int:
         """Frames played but not in the file: a full ring, or a failed write."""

@@ -195,6 +195,13 @@ class GenerationWorker:
     def alive(self) -> bool:
         return self._runner.is_alive()
 
+    def __enter__(self) -> GenerationWorker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self._runner.is_alive():
             self._requests.put(None)

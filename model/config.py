@@ -27,14 +27,13 @@ class ModelConfig(BaseModel):
     # position_min_period beats up, growing by position_period_ratio over the embedding. With
     # 2^16 and power-of-two widths the periods include 1, 2, 4 (a bar), 8... beats exactly, so a
     # frame's place in its beat and bar is a fixed direction; half a beat tells frames of
-    # neighbouring beats apart. The first models had Transformer's (2 pi, 10000): nothing
-    # shorter than 6.3 beats.
+    # neighbouring beats apart (docs/model.md: why not Transformer's periods).
     position_min_period: float = Field(0.5, gt=0)
     position_period_ratio: float = Field(65536.0, gt=1)
     # Each curve frame also gets both decks' conditioning tokens of its own beat, added to its
-    # input (time-aligned conditioning, besides the cross-attention). Through cross-attention
-    # alone the first models learned nothing of deck B: their loss was the same to four digits
-    # with another pair's deck B, and the bass swap ignored B's phrases.
+    # input (time-aligned conditioning, besides the cross-attention), so that what happens at a
+    # beat of the transition can depend on that beat of each deck (docs/model.md: why
+    # cross-attention alone was not enough).
     local_conditioning: bool = True
 
 
@@ -49,7 +48,7 @@ class DiffusionConfig(BaseModel):
     condition_dropout: float = Field(0.1, ge=0.0, le=1.0)
     # What the denoiser predicts: "v" (Salimans & Ho 2022) keeps the clean-curve estimate well
     # conditioned at the noisiest steps, where an epsilon model divides its error by
-    # sqrt(alpha_bar) ~ 0.003 and DDIM drifts to flat, off-data curves (measured on our model).
+    # sqrt(alpha_bar) ~ 0.003 and DDIM drifts to flat, off-data curves (docs/model.md).
     prediction: Literal["epsilon", "v"] = "v"
 
 

@@ -3,7 +3,7 @@
 A dataset is a directory:
 
 - ``manifest.json``: format version, the builder's settings, one entry per track (name, source,
-  split, BPM, key, bars), the example count and, for examples model.fit added, ``fitted`` (the
+  split, BPM, key, bars), the example count and, for examples fitting.fit added, ``fitted`` (the
   mix, alignment and fit error of each);
 - ``tracks/NNN.npz``: one track's analysis features (the fields of analysis.features.TrackFeatures)
   plus ``vocal_bars``, which bars carry vocals (for the policy's vocal rule);
@@ -18,7 +18,7 @@ pickles anywhere: plain npz arrays and JSON.
     python -m model.data --tracks DIR --out DIR           # audio files (or stem folders) in DIR
     python -m model.data --generate 48 --tracks DIR --out DIR   # render 48 synthetic tracks first
 
-Until real DJ mixes are available (model.fit fits curves to them and adds them here), the targets
+Until real DJ mixes are available (fitting.fit fits curves to them and adds them here), the targets
 come from the rule-based policy (model.policy), randomized in style, length, timing and where
 deck B is cued.
 """
@@ -40,19 +40,16 @@ import torch
 from analysis.audio import AUDIO_SUFFIXES, AudioLoadError
 from analysis.beats import BEATS_PER_BAR
 from analysis.cache import AnalysisCache
-from analysis.features import FRAMES_PER_BEAT, frame_rms, phrase_position
+from analysis.features import FRAMES_PER_BEAT, phrase_position
 from analysis.features import TrackFeatures as AnalysisFeatures
 from analysis.synth import render_track
-from analysis.track import AnalysisError, TrackAnalysis, analyze
+from analysis.track import AnalysisError, TrackAnalysis, analyze, vocal_bars
 
 from .conditioning import TrackFeatures
 from .policy import PHRASE_BARS, STYLES, choose_bars, choose_style, plan_transition
 
 FORMAT_VERSION = 1
 FRAMES_PER_BAR = FRAMES_PER_BEAT * BEATS_PER_BAR
-# Vocals count as present in a bar within this many dB of the track's loudest vocal bar: above the
-# DSP separator's leakage of the other stems into the vocal stem.
-VOCALS_WITHIN_DB = 15.0
 _FEATURE_FIELDS = [f.name for f in fields(AnalysisFeatures)]
 EXAMPLE_FIELDS = ("a_track", "a_frame", "b_track", "b_frame", "bars", "style", "swap_bar",
                   "b_phrase_offset")
@@ -78,17 +75,6 @@ def generate_tracks(out_dir: Path | str, count: int, seed: int = 0, sample_rate:
         sf.write(path, track.mix.T, sample_rate, subtype="PCM_24")
         paths.append(path)
     return paths
-
-
-def vocal_bars(result: TrackAnalysis) -> np.ndarray:
-    """Whether each bar from the first downbeat carries vocals (bool [bars])."""
-    grid = result.grid
-    bar = BEATS_PER_BAR * grid.beat_period
-    edges = np.arange(grid.first_downbeat, grid.duration + 1e-9, bar)
-    if edges.size < 2:
-        return np.zeros(0, dtype=bool)
-    level = 20 * np.log10(frame_rms(result.stems[2], result.sample_rate, edges) + 1e-9)
-    return level > level.max() - VOCALS_WITHIN_DB
 
 
 def track_entry(result: TrackAnalysis, path: Path | str, out_dir: Path, index: int) -> dict:

@@ -4,7 +4,7 @@ Noisy curves [B, F, 52] -> input projection + positions; timestep embedding; blo
 self-attention, cross-attention to the conditioning sequence and a feed-forward layer, with
 DiT's adaLN-Zero time modulation; output projection predicting v (or the noise). Training is DDPM
 (v or epsilon prediction, MSE) with condition dropout; sampling is DDIM with classifier-free
-guidance.
+guidance; the process itself (schedule, noising, targets, the DDIM step) is model/diffusion.py.
 Curves are modelled in [-1, 1] (2 * params - 1) and returned in [0, 1].
 """
 
@@ -19,6 +19,7 @@ from torch import nn
 
 from .conditioning import ConditioningEncoder, TrackFeatures, sinusoidal_positions
 from .config import Config
+from .diffusion import Diffusion
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -145,13 +146,7 @@ class TransitionDiffusion(nn.Module):
         self.denoiser = Denoiser(config)
         # The "no conditioning" sequence for classifier-free guidance: one learned token.
         self.null_condition = nn.Parameter(torch.zeros(1, 1, config.model.condition_dim))
-        steps = config.diffusion.n_steps
-        # Cosine schedule (Nichol & Dhariwal 2021): better than linear for few, smooth dims.
-        s = 0.008
-        f = torch.cos((torch.arange(steps + 1, dtype=torch.float64) / steps + s) / (1 + s)
-                      * math.pi / 2) ** 2
-        alpha_bar = (f[1:] / f[0]).clamp(1e-5, 1.0)
-        self.register_buffer("alpha_bar", alpha_bar.float(), persistent=False)
+        self.diffusion = Diffusion(config.diffusion)
 
     def condition(self, track_a: TrackFeatures, track_b: TrackFeatures) -> torch.Tensor:
         """The conditioning sequence [B, L, condition_dim] (computed once per sampling run)."""
@@ -167,17 +162,15 @@ class TransitionDiffusion(nn.Module):
             raise ValueError("target curves hold NaN or infinite values")
         x0 = params.clamp(0.0, 1.0) * 2.0 - 1.0
         batch = x0.shape[0]
-        t = torch.randint(0, self.config.diffusion.n_steps, (batch,), device=x0.device)
+        t = self.diffusion.random_timesteps(batch, x0.device)
         noise = torch.randn_like(x0)
-        a = self.alpha_bar[t][:, None, None]
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        xt = self.diffusion.add_noise(x0, noise, t)
         cond = self.condition(track_a, track_b)
         if condition_dropout is None:
             condition_dropout = self.config.diffusion.condition_dropout
         drop = torch.rand(batch, device=x0.device) < condition_dropout
         cond = torch.where(drop[:, None, None], self.null_condition.expand_as(cond), cond)
-        target = noise if self.config.diffusion.prediction == "epsilon" else (
-            a.sqrt() * noise - (1 - a).sqrt() * x0)
+        target = self.diffusion.target(x0, noise, t)
         return torch.mean((self.denoiser(xt, t, cond) - target) ** 2)
 
     @torch.no_grad()
@@ -198,8 +191,9 @@ class TransitionDiffusion(nn.Module):
         n_frames = n_frames or self.config.model.n_frames
         steps = steps or d.n_inference_steps
         guidance = d.guidance_scale if guidance_scale is None else guidance_scale
-        if n_samples < 1 or n_frames < 1 or not 1 <= steps <= d.n_steps:
-            raise ValueError(f"need n_samples >= 1, n_frames >= 1 and 1 <= steps <= {d.n_steps}")
+        if n_samples < 1 or n_frames < 1:
+            raise ValueError("need n_samples >= 1 and n_frames >= 1")
+        timesteps = self.diffusion.timesteps(steps)
         cond = self.condition(track_a, track_b).repeat_interleave(n_samples, dim=0)
         device = cond.device
         generator = torch.Generator(device="cpu")
@@ -215,7 +209,6 @@ class TransitionDiffusion(nn.Module):
                     ((end >= 0) & (end <= 1)).all()):
                 raise ValueError(f"end must be {self.config.model.n_params} values in [0, 1]")
             end = end * 2.0 - 1.0
-        timesteps = torch.linspace(d.n_steps - 1, 0, steps).round().long().tolist()
         x = self.ddim(x, timesteps, cond, guidance, end)
         return ((x.clamp(-1.0, 1.0) + 1.0) / 2.0).float()
 
@@ -224,8 +217,7 @@ class TransitionDiffusion(nn.Module):
         """Deterministic DDIM (eta = 0) from x at timesteps[0] down through ``timesteps``;
         ``end`` [P] (model units, -1..1): the last frame's known value (see ``generate``)."""
         if end is not None:
-            a = self.alpha_bar[timesteps[0]]
-            x[:, -1] = a.sqrt() * end + (1 - a).sqrt() * x[:, -1]
+            x[:, -1] = self.diffusion.add_noise(end, x[:, -1], timesteps[0])
         if guidance != 1.0:  # conditional and unconditional in one batch
             cond = torch.cat([cond, self.null_condition.expand_as(cond)])
         kv = self.denoiser.cross_kv(cond)
@@ -236,17 +228,9 @@ class TransitionDiffusion(nn.Module):
             else:
                 both = self.denoiser(torch.cat([x, x]), torch.cat([tt, tt]), cond, kv)
                 out_cond, out_null = both.chunk(2)
-                out = out_null + guidance * (out_cond - out_null)
-            a = self.alpha_bar[t]
-            last = i + 1 == len(timesteps)
-            a_prev = x.new_tensor(1.0) if last else self.alpha_bar[timesteps[i + 1]]
-            if self.config.diffusion.prediction == "epsilon":
-                x0 = (x - (1 - a).sqrt() * out) / a.sqrt()
-            else:
-                x0 = a.sqrt() * x - (1 - a).sqrt() * out
-            x0 = x0.clamp(-1.0, 1.0)
-            eps = (x - a.sqrt() * x0) / (1 - a).sqrt().clamp_min(1e-8)
-            x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
-            if end is not None:
-                x[:, -1] = a_prev.sqrt() * end + (1 - a_prev).sqrt() * eps[:, -1]
+                out = out_null + guidance * (out_cond - out_null)  # CFG (Ho & Salimans 2022)
+            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else None
+            x, eps = self.diffusion.step(x, out, t, t_prev)
+            if end is not None:  # the known frame, noised with the step's own noise estimate
+                x[:, -1] = self.diffusion.add_noise(end, eps[:, -1], t_prev)
         return x

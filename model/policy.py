@@ -30,6 +30,7 @@ STYLES = ("blend", "filter", "echo_out", "cut")
 # Where every transition ends: deck B alone, every parameter neutral; the engine hands deck B
 # over in this state (and the model's sampler holds it, model.generate's ``end``).
 END_FRAME = neutral_frame(crossfader=1.0)
+B_BASS = PARAM_INDEX["b_bass_gain"]
 
 
 @dataclass(frozen=True)
@@ -123,3 +124,15 @@ def _swap_bar(bars: int, style: str, offset: int, rng: np.random.Generator) -> i
                 return int(rng.choice(candidates))
             return min(candidates, key=lambda b: abs(b - bars / 2))
     return bars // 2
+
+
+def swap_beat(curves: np.ndarray, bars: int) -> float | None:
+    """The beat of the bass swap in curves [frames, 52]: where deck B's bass gain crosses one
+    half, plus the half beat by which the policy's one-beat ramp leads its downbeat."""
+    gain = curves[:, B_BASS]
+    above = np.flatnonzero(gain >= 0.5)
+    if above.size == 0 or above[0] == 0:
+        return None
+    f = above[0]
+    frac = (0.5 - gain[f - 1]) / max(gain[f] - gain[f - 1], 1e-6)
+    return (f - 1 + frac) * BEATS_PER_BAR * bars / curves.shape[0] + 0.5

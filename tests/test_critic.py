@@ -10,7 +10,7 @@ from analysis.key import key_index
 from analysis.synth import render_track
 from effects import DifferentiableMixer, MixerConfig
 from effects.params import DECKS, PARAM_INDEX, STEMS, neutral_frame
-from model.critic import WEIGHTS, critique, render_and_critique
+from evaluation.critic import WEIGHTS, critique, render_and_critique
 
 SR = 22050  # half the usual rate: the critic reads any rate, and the tests run twice as fast
 BEAT = 0.5  # 120 BPM

@@ -20,8 +20,8 @@ from effects.params import STEMS
 from model import TransitionDiffusion
 from model.checkpoint import save_model
 from model.config import Config, ModelConfig
-from model.critic import Critique
-from model.evaluate import (METHODS, MARKERS, EvaluationError, excerpt, heard_key, main,
+from evaluation.critic import Critique
+from evaluation.evaluate import (METHODS, MARKERS, EvaluationError, excerpt, heard_key, main,
                             mean_pairwise_distance, write_readme)
 
 # A tiny model: the run checks the pipeline, not what a trained model does.

@@ -13,10 +13,10 @@ import soundfile as sf
 import torch
 
 from effects import DifferentiableMixer, MixerConfig
-from model.align import AlignmentError, align
+from fitting.align import AlignmentError, align
 from model.data import TransitionDataset
-from model.fit import FitConfig, SpectralMixer, add_to_dataset, fit_mix, main
-from model.fit_check import analysed, recovery_errors, render_known_mix
+from fitting.fit import FitConfig, SpectralMixer, add_to_dataset, fit_mix, main
+from fitting.fit_check import analysed, recovery_errors, render_known_mix
 from analysis.synth import render_track
 from model.policy import STYLES, plan_transition
 

@@ -1,7 +1,11 @@
 """The main job on its built-in default, and the generator it plays."""
 
+import socket
+import threading
+
 import numpy as np
 import soundfile as sf
+from pythonosc.udp_client import SimpleUDPClient
 
 import main
 from analysis.synth import render_track
@@ -48,19 +52,25 @@ def test_main_analyzes_a_file_and_reports_bad_input_in_one_line(tmp_path, capsys
     assert "htdemucs.json: no such file" in capsys.readouterr().err
 
 
+def stem_decks(folder, bars: int = 12) -> list:
+    """Two generated tracks at 128 BPM as stem folders (the analysis is then quick)."""
+    decks = []
+    for name, seed, tonic in (("a", 31, 9), ("b", 32, 0)):
+        deck = folder / name
+        deck.mkdir()
+        track = render_track(seed=seed, bpm=128.0, tonic=tonic, mode="minor", bars=bars)
+        for stem, audio in zip(("drums", "bass", "vocals", "other"), track.stems):
+            sf.write(deck / f"{stem}.wav", audio.T, 44100)
+        decks.append(deck)
+    return decks
+
+
 def test_main_live_on_jack_plays_records_and_transitions(tmp_path, capsys, monkeypatch,
                                                         jack_server):
     """The live command end to end: worker process, PortAudio stream on JACK, auto trigger,
     recording; the recording holds every frame played."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    decks = []
-    for name, seed, tonic in (("a", 31, 9), ("b", 32, 0)):
-        folder = tmp_path / name
-        folder.mkdir()
-        track = render_track(seed=seed, bpm=128.0, tonic=tonic, mode="minor", bars=12)
-        for stem, audio in zip(("drums", "bass", "vocals", "other"), track.stems):
-            sf.write(folder / f"{stem}.wav", audio.T, 44100)
-        decks.append(folder)
+    decks = stem_decks(tmp_path)
     record = tmp_path / "live.wav"
     code = main.main(["--deck-a", str(decks[0]), "--deck-b", str(decks[1]), "--device",
                       str(jack_server), "--record", str(record), "--bars", "2",
@@ -105,3 +115,37 @@ def test_a_deck_that_fails_to_load_is_named_and_the_other_plays(tmp_path, capsys
     captured = capsys.readouterr()
     assert "deck B: " in captured.out and "broken.wav" in captured.out
     assert "deck A: good.wav" in captured.out
+
+
+def test_main_live_takes_a_trigger_over_osc_and_closes_its_port(tmp_path, capsys, monkeypatch,
+                                                                jack_server):
+    """--osc as a user runs it: the session starts the server with the engine, a datagram from
+    another client triggers the transition, and leaving the session frees the port."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    decks = stem_decks(tmp_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = SimpleUDPClient("127.0.0.1", port)
+    stop = threading.Event()
+
+    def press() -> None:  # until the session answers; before it listens, datagrams are lost
+        stop.wait(4.0)
+        while not stop.wait(0.5):
+            client.send_message("/transition/trigger", [])
+
+    presser = threading.Thread(target=press)
+    presser.start()
+    try:
+        code = main.main(["--deck-a", str(decks[0]), "--deck-b", str(decks[1]), "--device",
+                          str(jack_server), "--bars", "2", "--seconds", "14", "--checkpoint",
+                          "none", "--osc", str(port)])
+    finally:
+        stop.set()
+        presser.join()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"OSC on 127.0.0.1:{port}" in out
+    assert "transition started" in out
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(("127.0.0.1", port))  # the server closed its socket

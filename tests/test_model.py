@@ -90,8 +90,9 @@ def test_one_ddim_step_at_t0_returns_its_input(small):
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v"])
 def test_ddim_lands_on_the_curves_an_exact_denoiser_points_to(prediction):
-    """The sampler's algebra for both parametrisations: a stand-in denoiser that returns the
-    exact noise (or v) for known curves must lead DDIM from pure noise to those curves."""
+    """The model's sampling loop: a stand-in denoiser that returns the exact noise (or v) for
+    known curves must lead DDIM from pure noise to those curves (the algebra on its own:
+    test_diffusion.py)."""
     config = get_config("small")
     config = config.model_copy(update={"diffusion": config.diffusion.model_copy(
         update={"prediction": prediction})})
@@ -103,9 +104,8 @@ def test_ddim_lands_on_the_curves_an_exact_denoiser_points_to(prediction):
             return [None]
 
         def forward(self, x, t, cond, kv=None):
-            a = model.alpha_bar[t][:, None, None]
-            eps = (x - a.sqrt() * target) / (1 - a).sqrt()
-            return eps if prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * target
+            a = model.diffusion.alpha_bar[t][:, None, None]
+            return model.diffusion.target(target, (x - a.sqrt() * target) / (1 - a).sqrt(), t)
 
     model.denoiser = Exact()
     steps = torch.linspace(999, 0, 25).round().long().tolist()

@@ -5,7 +5,7 @@ import pytest
 
 from analysis.key import key_index
 from effects.params import GAINS, PARAM_INDEX, crossfader_gains, neutral_frame
-from model.evaluate import swap_hits
+from evaluation.evaluate import swap_hits
 from model.policy import PHRASE_BARS, STYLES, plan_transition
 
 A_MINOR, C_MAJOR = key_index(9, "minor"), key_index(0, "major")

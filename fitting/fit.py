@@ -1,47 +1,16 @@
 """Curves fitted from a mix: the 52 parameter curves that reproduce a recorded transition.
 
-    python -m model.fit --mix MIX.wav --deck-a A.wav --deck-b B.wav --out DIR
+    python -m fitting.fit --mix MIX.wav --deck-a A.wav --deck-b B.wav --out DIR
 
 Given a recording of a transition and its two tracks (files, or folders of stems), this finds
-where each track sits in the mix and at which rate (model.align), where the transition starts
+where each track sits in the mix and at which rate (fitting.align), where the transition starts
 and ends (on deck A's bars), and then the curves, by gradient descent (Adam), that make the
 mixer turn the two tracks' stems into the recording. The result is one dataset example, appended
 to DIR (or a new dataset there) in model.data's format, so that the model can learn from real DJ
 mixes on the user's machine.
 
-The fit runs the mixer's signal flow (effects.differentiable: fader law, equal-power crossfader,
-the five biquads of every stem, the send reverb, master gain) on short-time spectra instead of
-samples, which makes a step a few hundred times cheaper than a pass through DifferentiableMixer:
-
-- every stem is analysed once (mono Hann STFT); in each frame and sub-band (a 24th of an octave,
-  or one bin where bins are wider) the mix's power is the quadratic form g^H C g of the stems'
-  cross-spectra C, computed once, and their gains g: fader times crossfader times the response
-  of the stem's biquad cascade at that frame's parameters (effects.filters, evaluated as the
-  mixer evaluates it), so stems that overlap in a band add as the mixer adds them;
-- the reverb is a power model of the mixer's feedback delay network: what is sent decays by
-  60 dB per RT60 and by the loop's damping per pass, and returns at the network's steady-state
-  level (effects.reverb); it adds power to the dry spectrum, since the tail is uncorrelated
-  with it;
-- the loss is the squared difference of the model's and the recording's power, in dB, in bands
-  a sixth of an octave wide: a log-magnitude loss is what sees EQ and filter moves, and quiet
-  stems count as much as loud ones;
-- curves are one logit per frame and parameter (a sigmoid maps it to [0, 1]), regularized
-  towards the neutral frame (what the recording cannot tell, such as the EQ of a stem that is not
-  heard, stays neutral; EQ boosts harder than cuts) and towards straight lines (an L1 penalty on
-  second differences, which leaves ramps and their corners alone and removes wiggles);
-- the descent starts from each stem's and deck's share of the recording's power (non-negative
-  least squares on band powers, frame by frame).
-
-A deck's four stem gains and its side of the crossfader multiply, so only their product is
-heard: each deck's gains are divided by the largest of them, frame by frame (one fader is always
-up, the crossfader sets the deck's level, which is how DJs mix). Without that, the descent
-wandered along the trade and let EQ boosts stand in for the crossfader. Master gain is not
-fitted (it stays at unity): the recording's level is a free scalar of its own, and a master move
-during the transition would be both decks moving together.
-
-Where the fit cannot tell (a stem that is not heard, two decks' kick drums landing together),
-the curves say what the regularizers prefer; model.fit_check measures the fit only where a
-parameter is heard.
+How the fit works (a spectral model of the mixer, the loss, the regularizers, the start) and why:
+docs/fitting.md.
 """
 
 from __future__ import annotations
@@ -68,7 +37,7 @@ from analysis.features import FRAMES_PER_BEAT
 from analysis.separation import SEPARATORS
 from analysis.track import AnalysisError, TrackAnalysis, analyze
 from effects.config import MixerConfig
-from effects.differentiable import _biquad_product, sample_curves
+from effects.differentiable import biquad_cascade_response, sample_curves
 from effects.filters import biquad_coefficients
 from effects.params import (CROSSFADER, FILTERS, GAINS, MASTER_GAIN, N_PARAMS, REVERB_DECAY,
                             REVERB_WET, crossfader_gains, gain_to_amplitude, neutral_frame,
@@ -76,9 +45,8 @@ from effects.params import (CROSSFADER, FILTERS, GAINS, MASTER_GAIN, N_PARAMS, R
 from effects.reverb import N_LINES, OUTPUT_LEVEL, fdn_design
 
 from .align import Alignment, AlignmentError, align
-from .data import FORMAT_VERSION, FRAMES_PER_BAR, DatasetError, append_examples, track_entry
-from .evaluate import swap_beat
-from .policy import PHRASE_BARS, STYLES
+from model.data import FORMAT_VERSION, FRAMES_PER_BAR, DatasetError, append_examples, track_entry
+from model.policy import PHRASE_BARS, STYLES, swap_beat
 
 N_DECK_STEMS = 4
 # Values this close to an end of [0, 1] are that end: the sigmoid never reaches it.
@@ -233,7 +201,7 @@ class SpectralMixer:
             -1, 2 * N_DECK_STEMS, FILTERS.shape[1]), self.mixer_config).float()
         # The mixer's own biquad evaluation (cascade_response's), at the sub-bands' middle bins
         # only: the other bins would be thrown away, and they were most of a step's work.
-        response = _biquad_product(coeffs.reshape(-1, *coeffs.shape[-2:]), self.z1)
+        response = biquad_cascade_response(coeffs.reshape(-1, *coeffs.shape[-2:]), self.z1)
         response = response.reshape(*coeffs.shape[:2], -1)  # [C, 8, sub-bands]
         u = torch.arange(n_frames, dtype=torch.float32) / cfg.control_every
         i0 = u.floor().long().clamp(max=control.numel() - 1)
@@ -586,7 +554,7 @@ def add_to_dataset(out_dir: Path | str, fitted: FittedTransition, sources: tuple
     else:
         manifest = {"format": FORMAT_VERSION, "command": command,
                     "n_frames": fitted.fit.curves.shape[0], "n_examples": 0,
-                    "targets": "model.fit", "styles": list(STYLES), "separator": separator,
+                    "targets": "fitting.fit", "styles": list(STYLES), "separator": separator,
                     "settings": {}, "tracks": []}
     curves = fitted.fit.curves
     if manifest["n_frames"] != curves.shape[0]:
@@ -651,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         fitted = fit_mix(mix, 44100, *tracks, config=config, log=print)
         row = add_to_dataset(args.out, fitted, (str(args.deck_a), str(args.deck_b)),
                              str(args.mix), args.split, separator=args.separator,
-                             command="python -m model.fit " + shlex.join(argv or sys.argv[1:]))
+                             command="python -m fitting.fit " + shlex.join(argv or sys.argv[1:]))
     except (AudioLoadError, AnalysisError, AlignmentError, FitError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
 """How good are the model's transitions? Rendered, judged by the critic, against baselines.
 
-    python -m model.evaluate [--data DIR] [--checkpoint FILE] [tracks ...] [--pairs 12]
+    python -m evaluation.evaluate [--data DIR] [--checkpoint FILE] [tracks ...] [--pairs 12]
         [--samples 2] [--steps 25] [--guidance 2] [--plot FILE.png] [--write-readme [FILE]]
         [--conditioning]
 
@@ -15,7 +15,7 @@ differentiable mixer, deck B played at deck A's tempo vinyl-style as the engine 
 - crossfade: a plain linear crossfade, every other parameter neutral;
 - random: uniform random curves;
 
-and judged by model.critic. Prints a markdown table of every metric per method (median and
+and judged by evaluation.critic. Prints a markdown table of every metric per method (median and
 interquartile range), the sample diversity (mean pairwise distance between the curves sampled for
 the same pair, next to the same distance between pairs), and the score at each guidance scale
 (the same noise for each). ``--write-readme`` puts this between the README's evaluation markers.
@@ -56,13 +56,12 @@ from analysis.track import AnalysisError, TrackAnalysis, analyze
 from effects import DifferentiableMixer, MixerConfig
 from effects.params import CROSSFADER, N_PARAMS, PARAM_INDEX, REVERB_WET, neutral_frame
 
-from .checkpoint import DEFAULT_CHECKPOINT, load_model
+from model.checkpoint import DEFAULT_CHECKPOINT, load_model
 from .critic import Critique, render_and_critique
-from .data import Batch, DatasetError, TransitionDataset, build_dataset, generate_tracks
-from .model import TransitionDiffusion
-from .policy import END_FRAME, PHRASE_BARS
+from model.data import Batch, DatasetError, TransitionDataset, build_dataset, generate_tracks
+from model import TransitionDiffusion
+from model.policy import END_FRAME, PHRASE_BARS, swap_beat
 
-B_BASS = PARAM_INDEX["b_bass_gain"]
 METHODS = ("model", "policy", "crossfade", "random")
 README = Path(__file__).resolve().parents[1] / "README.md"
 MARKERS = ("<!-- evaluation:start -->", "<!-- evaluation:end -->")
@@ -356,18 +355,6 @@ def write_readme(path: Path, text: str) -> None:
 
 
 # --- swap placement (does the model read its conditioning?) ------------------------------------
-
-def swap_beat(curves: np.ndarray, bars: int) -> float | None:
-    """The beat of the bass swap in curves [frames, 52]: where deck B's bass gain crosses one
-    half, plus the half beat by which the policy's one-beat ramp leads its downbeat."""
-    gain = curves[:, B_BASS]
-    above = np.flatnonzero(gain >= 0.5)
-    if above.size == 0 or above[0] == 0:
-        return None
-    f = above[0]
-    frac = (0.5 - gain[f - 1]) / max(gain[f] - gain[f - 1], 1e-6)
-    return (f - 1 + frac) * BEATS_PER_BAR * bars / curves.shape[0] + 0.5
-
 
 def swap_hits(curves: np.ndarray, bars: int, offset: int) -> tuple[bool, bool]:
     """Whether the swap is on a downbeat, and on one of deck B's phrase starts."""

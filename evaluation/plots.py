@@ -20,7 +20,7 @@ from analysis.beats import BEATS_PER_BAR
 from analysis.features import FRAMES_PER_BEAT
 from effects.params import DECKS, PARAM_INDEX, STEMS, indices_of
 
-from .conditioning import TrackFeatures
+from model.conditioning import TrackFeatures
 
 PANELS = (("fader", "gain"), ("low EQ", "low_eq"), ("mid EQ", "mid_eq"),
           ("high EQ", "high_eq"), ("highpass", "highpass"), ("lowpass", "lowpass"))

@@ -1,6 +1,6 @@
 """The fitter checked on mixes with known curves: render one, fit it, compare where it matters.
 
-``render_known_mix`` makes the kind of recording model.fit reads: two generated tracks
+``render_known_mix`` makes the kind of recording fitting.fit reads: two generated tracks
 (analysis.synth), deck B played at deck A's tempo (vinyl-style, as the engine plays), a
 transition from the rule-based policy, all through DifferentiableMixer, with a few bars of deck A
 alone before it and of deck B alone after it.
@@ -48,7 +48,7 @@ from effects.params import (CROSSFADER, FILTER_BYPASS_EDGE, FILTERS, GAINS, eq_t
                             highpass_to_hz, lowpass_to_hz, neutral_frame)
 
 from .fit import FitConfig, SpectralMixer
-from .policy import plan_transition
+from model.policy import plan_transition
 
 HEARD_DB = -20.0
 CONTENT_DB = -30.0

@@ -1,0 +1,181 @@
+"""A session of the engine: live (worker, engine, audio output, recorder and the parts that drive
+it, started and stopped as one) or offline (a whole transition rendered to a file).
+
+Controllers live above the engine and may not be imported here: ``run_live`` takes them as
+``Part``s, each a function of the engine and the audio output that returns an async context
+manager; the session enters them in order after the decks are loaded and leaves them in reverse
+after the audio has stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import numpy as np
+
+from analysis.beats import BEATS_PER_BAR, PHRASE_BARS
+
+from .backends import AudioOutput, Cue, render_offline
+from .config import EngineConfig
+from .engine import Engine
+from .recorder import Recorder
+from .worker import GenerationWorker
+
+Part = Callable[[Engine, AudioOutput], AbstractAsyncContextManager[Any]]
+
+
+def mix_out_bar(engine: Engine, transition_at: int | None) -> int:
+    """Where the transition starts (a bar of deck A from 0): the given bar, or where a DJ would
+    mix out: the last phrase start that leaves the transition's length before A ends."""
+    if transition_at is not None:
+        return max(0, transition_at - 1)
+    bars_a = engine.tracks[0].bars
+    return max(0, (bars_a - engine.bars) // PHRASE_BARS * PHRASE_BARS)
+
+
+def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
+               transition_at: int | None) -> int:
+    """Deck A, the transition from ``transition_at`` (or where a DJ would mix out) and deck B to
+    its end, rendered offline to ``out``; the exit code of the command."""
+    engine = Engine(config)
+    for deck, path in ((0, deck_a), (1, deck_b)):
+        engine.load(deck, path)
+    for message in engine.poll():
+        print(message)
+    if engine.tracks[0] is None or engine.tracks[1] is None:
+        print("error: both decks need a track that loads", file=sys.stderr)
+        return 1
+    a, b = engine.tracks
+    start_bar = mix_out_bar(engine, transition_at)
+    start_beat = float(start_bar * BEATS_PER_BAR)
+    engine.plan_next(a_beat=start_beat)
+    sr = config.sample_rate
+    trigger_at = int(a.position_of(start_beat - 1.0, sr))
+    rate_b = b.grid.beat_period / a.grid.beat_period
+    total = int(a.position_of(start_beat, sr) + (b.samples - b.position_of(0.0, sr)) / rate_b)
+    said: list[str] = []
+    script = [Cue(0, lambda: engine.play(0)),
+              Cue(max(trigger_at, 0), lambda: said.append(engine.trigger()))]
+    t0 = time.perf_counter()
+    mix = render_offline(engine.core, total, config.block_size, out, script)
+    elapsed = time.perf_counter() - t0
+    print(*said, *engine.poll(), sep="\n")
+    if engine.plan and engine.plan.note:
+        print(f"note: {engine.plan.note}")
+    if config.key_lock:
+        print(f"deck B: {engine.keylock.mode(1)}")
+    peak = float(np.max(np.abs(mix))) if mix.size else 0.0
+    print(f"transition from bar {start_bar + 1} of {a.name}; {mix.shape[1] / sr:.1f} s rendered "
+          f"in {elapsed:.1f} s ({mix.shape[1] / sr / elapsed:.0f}x real time), "
+          f"peak {20 * np.log10(max(peak, 1e-9)):.1f} dBFS")
+    print(f"wrote {out}")
+    return 0
+
+
+# Terminal keys (a line each, Enter sends it): what each does. Digits choose a candidate.
+KEYS: dict[str, tuple[str, Callable[[Engine], str | None]]] = {
+    "": ("transition", Engine.trigger),
+    "a": ("abort", Engine.abort),
+    "h": ("hold/release", lambda engine: engine.hold(not engine.core.status.held)),
+    "r": ("regenerate", Engine.regenerate),
+}
+QUIT = "q"
+HELP = "  |  ".join([*(f"{key or 'Enter'}: {what}" for key, (what, _) in KEYS.items()),
+                     "1-8: candidate", f"{QUIT}: quit"])
+
+
+def press(engine: Engine, key: str) -> str | None:
+    """What a terminal line does, and what it says (None: nothing). A line not in the table
+    triggers, as Enter does."""
+    if key.isdigit() and engine.plan and 0 < int(key) <= len(engine.plan.transitions):
+        engine.select(int(key) - 1)
+        return None
+    return KEYS.get(key, KEYS[""])[1](engine)
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    record: Path | None = None
+    auto_trigger: int | None = None  # bar of deck A where the transition triggers by itself
+    seconds: float | None = None  # stop after this long
+
+
+def say(text: str, stream: TextIO | None = None) -> None:
+    """A line above the status line (which it overwrites)."""
+    print(f"\r{text:<120}", file=stream)
+
+
+def _keys(stack: AsyncExitStack) -> asyncio.Queue[str]:
+    """Lines typed in the terminal (none when stdin is not one)."""
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    if sys.stdin.isatty():
+        loop = asyncio.get_running_loop()
+        loop.add_reader(sys.stdin, lambda: lines.put_nowait(sys.stdin.readline().strip()))
+        stack.callback(loop.remove_reader, sys.stdin)
+    return lines
+
+
+async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path,
+                   options: LiveOptions = LiveOptions(), parts: tuple[Part, ...] = ()) -> int:
+    """Play deck A live, with deck B cued, until quit or ``options.seconds``; the exit code.
+
+    Raises ``AudioDeviceError`` (before any music) when the output cannot be opened, and what
+    a part raises on entering (a port, an address)."""
+    async with AsyncExitStack() as stack:
+        worker = stack.enter_context(GenerationWorker(
+            config.worker, config.checkpoint, config.model_device, config.worker_threads))
+        engine = stack.enter_context(Engine(config, worker=worker))
+        recorder = None
+        if options.record is not None:
+            recorder = Recorder(options.record, config.sample_rate, config.record_seconds)
+            stack.callback(lambda: print(recorder.summary()))  # once the file is closed
+            stack.enter_context(recorder)
+        output = stack.enter_context(AudioOutput(
+            engine.core, config.sample_rate, config.block_size, config.device, config.latency,
+            recorder))
+        engine.load(0, deck_a)
+        engine.load(1, deck_b)
+        for part in parts:
+            await stack.enter_async_context(part(engine, output))
+        keys = _keys(stack)
+        print(HELP)
+        stack.callback(print)  # ends the status line
+        output.start()
+        return await _play(engine, output, keys, options)
+
+
+async def _play(engine: Engine, output: AudioOutput, keys: asyncio.Queue[str],
+                options: LiveOptions) -> int:
+    started, auto_done, playing_a = time.monotonic(), False, False
+    while True:
+        for message in engine.poll():
+            say(message)
+        while not keys.empty():
+            key = keys.get_nowait()
+            if key == QUIT:
+                return 0
+            if (said := press(engine, key)) is not None:
+                say(said)
+        if not playing_a and engine.tracks[0] is not None:
+            engine.play(0)  # deck A starts as soon as it is loaded
+            playing_a = True
+        # Like a performer's trigger, it does not wait for the model: the policy stands in.
+        if options.auto_trigger is not None and not auto_done \
+                and engine.tracks[1] is not None \
+                and engine.core.status.beats[0] >= (options.auto_trigger - 1) * BEATS_PER_BAR:
+            say(engine.trigger())
+            auto_done = True
+        sys.stdout.write("\r" + engine.status_line(output.load_percentiles(), output.xruns)[:160])
+        sys.stdout.flush()
+        if output.finished:
+            print("\nerror: the audio device stopped", file=sys.stderr)
+            return 2
+        if options.seconds is not None and time.monotonic() - started >= options.seconds:
+            return 0
+        await asyncio.sleep(0.1)

@@ -1,0 +1,1 @@
+"""Judging transitions: the critic, the evaluation against baselines, plots of curves."""

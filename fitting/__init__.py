@@ -1,0 +1,1 @@
+"""Curves fitted from recorded mixes: alignment, the fit, its check against known curves."""
