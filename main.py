@@ -59,7 +59,8 @@ def analyze_command(path: Path, separator: str, weights: Path | None) -> int:
     except (AudioLoadError, AnalysisError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"{path}: {track.duration:.1f} s, {track.bpm:.2f} BPM, {track.key_name} "
+    print(f"{path}: {track.duration:.1f} s, {track.grid.describe()}, grid confidence "
+          f"{track.grid.confidence:.2f}, {track.key_name} "
           f"({track.camelot}), first downbeat {track.grid.first_downbeat:.3f} s")
     for label, start, end in track.sections:
         print(f"  {label:<7} {start:7.2f} - {end:7.2f} s")

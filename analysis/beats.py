@@ -21,8 +21,13 @@ PHRASE_BARS = 8  # bars of a phrase in dance music (the unit DJs mix in)
 # A tempo range one octave wide: any BPM has exactly one octave in it, so the tracker's half- or
 # double-time answers fold back. 88-176 holds the 90-175 BPM of house, techno and drum & bass.
 DEFAULT_BPM_RANGE = (88.0, 176.0)
-# How much stronger the onsets on the grid must be than between its beats for a track to have one.
-MIN_PULSE = 3.0
+# How much stronger the onsets on the grid are than between its beats: generated dance music and
+# four-on-the-floor tracks 3-6x, real songs with busy drums 1.4-3x, noise about 1x. Below
+# MIN_PULSE there is no beat to match; from there to STEADY_PULSE the grid is kept and its
+# confidence says how sure it is (a DJ checks a weak grid by ear, and can fix it).
+MIN_PULSE = 1.25
+STEADY_PULSE = 3.0
+WEAK_CONFIDENCE = 0.5
 # And how strong they must be: the mean rise in dB over the mel bands at a beat (music with a
 # beat: 4-6; a held note: 0.02; white noise: 0.4). Gain does not change it: it is in dB.
 MIN_ONSET_DB = 1.0
@@ -33,6 +38,21 @@ class BeatGrid:
     bpm: float
     first_downbeat: float  # seconds; the anchor of the grid
     duration: float  # seconds of the track
+    confidence: float = 1.0  # 0..1: how much stronger the onsets are on the grid than between
+    unfolded_bpm: float | None = None  # the tempo found, where folding into the range moved it
+
+    @property
+    def weak(self) -> bool:
+        return self.confidence < WEAK_CONFIDENCE
+
+    def describe(self) -> str:
+        """The tempo as a DJ reads it, with a fold or a weak grid said."""
+        text = f"{self.bpm:.1f} BPM"
+        if self.unfolded_bpm is not None:
+            text += f" (folded from {self.unfolded_bpm:.1f})"
+        if self.weak:
+            text += f", weak grid (confidence {self.confidence:.2f})"
+        return text
 
     @property
     def beat_period(self) -> float:
@@ -102,8 +122,8 @@ def estimate_beat_grid(audio: np.ndarray, sample_rate: int,
                     key=lambda c: _grid_strength(beat_cue, folded, c))
         strength = _grid_strength(beat_cue, folded, phase)
         if best is None or strength > best[0]:
-            best = (strength, folded, phase % folded)
-    _, period, phase = best
+            best = (strength, folded, phase % folded, round(np.log2(folded / period)))
+    _, period, phase, octaves = best
     period, phase = _refit(envelope, period, phase)
     phase = _refine_phase(envelope, period, phase)
     on_grid = _grid_strength(envelope, period, phase)
@@ -116,13 +136,16 @@ def estimate_beat_grid(audio: np.ndarray, sample_rate: int,
     if pulse < MIN_PULSE:
         raise ValueError(f"no steady beat found (onsets on the grid only {pulse:.2f}x those "
                          f"between, need {MIN_PULSE:g}x)")
+    confidence = float(np.clip((pulse - MIN_PULSE) / (STEADY_PULSE - MIN_PULSE), 0.0, 1.0))
     # Claps and snares: onsets in the bands above ~2 kHz.
     snare = librosa.onset.onset_strength(S=mel_db[bands > 2000], sr=ANALYSIS_RATE,
                                          hop_length=HOP)
     downbeat = _downbeat_offset(y, snare, period, phase, duration)
     first = phase + downbeat * period
     first -= np.floor(first / (BEATS_PER_BAR * period)) * BEATS_PER_BAR * period
-    return BeatGrid(bpm=float(60.0 / period), first_downbeat=float(first), duration=duration)
+    bpm = float(60.0 / period)
+    return BeatGrid(bpm=bpm, first_downbeat=float(first), duration=duration,
+                    confidence=confidence, unfolded_bpm=bpm * 2.0 ** octaves if octaves else None)
 
 
 def _fold(bpm: float, lo: float, hi: float) -> float:

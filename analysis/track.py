@@ -25,7 +25,7 @@ from .key import KEY_NAMES, camelot, estimate_key
 from .separation import Separator, get_separator
 
 # Bump when any analysis step changes its results: old cache entries are then recomputed.
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2
 # Vocals count as present in a bar within this many dB of the track's loudest vocal bar: above the
 # DSP separator's leakage of the other stems into the vocal stem.
 VOCALS_WITHIN_DB = 15.0
@@ -130,7 +130,8 @@ def _to_arrays(result: TrackAnalysis) -> dict[str, np.ndarray]:
               for f in fields(TrackFeatures)}
     labels, starts, ends = zip(*result.sections)
     return {**arrays,
-            "grid": np.array([result.grid.bpm, result.grid.first_downbeat, result.grid.duration]),
+            "grid": np.array([result.grid.bpm, result.grid.first_downbeat, result.grid.duration,
+                              result.grid.confidence, result.grid.unfolded_bpm or 0.0]),
             "key_index": np.array(result.key_index),
             "section_labels": np.array(labels), "section_bounds": np.array([starts, ends]).T}
 
@@ -145,13 +146,13 @@ def _from_cache(cache: AnalysisCache, digest: str, source: str,
         values = {f.name: arrays[f"features.{f.name}"] for f in fields(TrackFeatures)}
         values["start_beat"] = int(values["start_beat"])
         features = TrackFeatures(**values)
-        bpm, first, duration = arrays["grid"]
+        bpm, first, duration, confidence, unfolded = arrays["grid"]
         sections = tuple((str(label), float(a), float(b)) for label, (a, b)
                          in zip(arrays["section_labels"], arrays["section_bounds"]))
         key_index = int(arrays["key_index"])
     except (KeyError, ValueError):
         return None  # an entry from an older layout: recompute
     stems = audio.reshape(len(STEMS), 2, -1)
-    return TrackAnalysis(source, sample_rate, stems, BeatGrid(float(bpm), float(first),
-                                                             float(duration)),
-                         key_index, sections, features)
+    grid = BeatGrid(float(bpm), float(first), float(duration), float(confidence),
+                    float(unfolded) or None)
+    return TrackAnalysis(source, sample_rate, stems, grid, key_index, sections, features)

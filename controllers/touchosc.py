@@ -261,11 +261,15 @@ def _stem_params() -> dict[str, dict[str, dict[str, str]]]:
 # --- the pages -------------------------------------------------------------------------------
 
 def deck_strip(deck: str, x0: int) -> list[ET.Element]:
-    """Title, bar counter, play/cue/sync, the four stems' gains and the tempo fader."""
+    """Title, grid confidence, bar counter, play/cue/sync, the four stems' gains and the tempo
+    fader."""
     color = DECK_COLORS[deck]
     top = f"/deck/{deck}"
-    items = [label(f"deck_{deck}_title", Rect(x0 + 8, 8, 130, 36), f"DECK {deck.upper()}",
+    items = [label(f"deck_{deck}_title", Rect(x0 + 8, 8, 88, 36), f"DECK {deck.upper()}",
                    color, 20),
+             # The beat grid's confidence (0..1): below 0.5 the grid wants checking by ear.
+             label(f"deck_{deck}_grid", Rect(x0 + 96, 8, 48, 36), "GRID", GREY, 12,
+                   feedback=f"{top}/grid/confidence"),
              label(f"deck_{deck}_bar_caption", Rect(x0 + 146, 8, 50, 36), "BAR", GREY),
              label(f"deck_{deck}_bar", Rect(x0 + 196, 8, 96, 36), "-", WHITE, 20,
                    feedback=f"{top}/bar")]

@@ -9,7 +9,7 @@ a rate change about 40 dB lower than linear interpolation at the same cost in co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -36,8 +36,9 @@ class Track:
         g = self.analysis.grid
         if self.stretch == 1.0:
             return g
-        return BeatGrid(g.bpm * self.stretch, g.first_downbeat / self.stretch,
-                        g.duration / self.stretch)
+        return replace(g, bpm=g.bpm * self.stretch, first_downbeat=g.first_downbeat / self.stretch,
+                       duration=g.duration / self.stretch,
+                       unfolded_bpm=g.unfolded_bpm and g.unfolded_bpm * self.stretch)
 
     @property
     def beat_seconds(self) -> float:

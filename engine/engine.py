@@ -127,7 +127,7 @@ class Engine:
         self.core.send(c.Load(deck, track))
         self.keylock.loaded(deck, track)
         a = track.analysis
-        self.messages.add(f"deck {DECK_NAMES[deck]}: {track.name}, {a.bpm:.1f} BPM, "
+        self.messages.add(f"deck {DECK_NAMES[deck]}: {track.name}, {a.grid.describe()}, "
                           f"{a.key_name} ({a.camelot})")
         self._update_key_lock()
         self.plan_next()
@@ -379,8 +379,10 @@ class Engine:
             bar = int(s.beats[d] // BEATS_PER_BAR) + 1
             state = "play" if s.playing[d] else "stop"
             mode = f" {self.keylock.mode(d)}" if self.keylock.on or s.stretches[d] != 1.0 else ""
+            weak = " weak grid" if t.grid.weak else ""
             parts.append(f"{DECK_NAMES[d]}: {state} bar {bar:3d}.{int(s.beats[d] % 4) + 1} "
-                         f"{t.analysis.bpm * s.rates[d]:6.2f} BPM {t.analysis.camelot:>3}{mode}")
+                         f"{t.analysis.bpm * s.rates[d]:6.2f} BPM{weak} "
+                         f"{t.analysis.camelot:>3}{mode}")
         if s.phase == "idle":
             ready = len(self.plan.transitions) if self.plan else 0
             parts.append(f"next: {self.bars} bars, {ready} candidates, cand {self.candidate + 1}")
@@ -401,6 +403,9 @@ class Engine:
         for d, name in enumerate("ab"):
             state[f"/deck/{name}/playing"] = int(s.playing[d])
             state[f"/deck/{name}/bar"] = int(s.beats[d] // BEATS_PER_BAR) + 1
+            track = self.tracks[d]
+            state[f"/deck/{name}/grid/confidence"] = (
+                round(track.grid.confidence, 2) if track is not None else 0.0)
         state["/beat"] = int(s.beats[s.on_air] % BEATS_PER_BAR) + 1
         state["/transition/phase"] = s.phase
         state["/transition/progress"] = round(s.progress / s.length, 3) if s.length else 0.0

@@ -45,3 +45,36 @@ def test_a_drumless_signal_without_beats_is_a_clear_error():
     t = np.arange(10 * SR) / SR
     with pytest.raises(ValueError, match="no steady beat found"):
         estimate_beat_grid(np.sin(2 * np.pi * 220 * t).astype(np.float32), SR)
+
+
+def busy_hats(bpm: float, seconds: float, hat_level: float, seed: int = 0) -> np.ndarray:
+    """A kick on every beat under sixteenth-note hats as loud as the drums of a rock song: the
+    onsets between the beats are nearly as strong as those on them."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros(int(seconds * SR), np.float32)
+    n_kick, n_hat = int(0.12 * SR), int(0.03 * SR)
+    kick = np.sin(2 * np.pi * 60 * np.arange(n_kick) / SR) * np.exp(-np.arange(n_kick) / SR / 0.03)
+    hat = rng.normal(0, 1, n_hat) * np.exp(-np.arange(n_hat) / SR / 0.008)
+    for k, t in enumerate(np.arange(0.3, seconds - 0.2, 60 / bpm / 4)):
+        i = int(t * SR)
+        if k % 4 == 0:
+            y[i:i + n_kick] += kick[:y.size - i]
+        y[i:i + n_hat] += hat_level * hat[:y.size - i]
+    return 0.5 * y
+
+
+def test_a_weak_grid_is_kept_with_its_confidence_not_refused():
+    """Onsets on the grid only ~2.5x those between (the old threshold, 3x, refused this)."""
+    grid = estimate_beat_grid(busy_hats(128.0, 30.0, hat_level=1.0), SR)
+    assert grid.bpm == pytest.approx(128.0, rel=0.005)
+    assert 0.2 < grid.confidence < 0.9
+    clean = estimate_beat_grid(render_track(seed=3, bpm=128.0, bars=16).mix, SR)
+    assert clean.confidence == 1.0 and not clean.weak
+    assert "weak grid" not in clean.describe()
+    assert "weak grid (confidence 0.30)" in BeatGrid(128.0, 0.0, 60.0, 0.3).describe()
+
+
+def test_noise_has_no_beat_and_is_refused():
+    noise = np.random.default_rng(0).normal(0, 0.1, 20 * SR).astype(np.float32)
+    with pytest.raises(ValueError, match="no steady beat found"):
+        estimate_beat_grid(noise, SR)
