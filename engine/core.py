@@ -237,6 +237,14 @@ class EngineCore:
             self._end(aborted=True)
             return
         sr = self.sample_rate
+        if not self._playing[o] and self._pos[o] >= out_track.samples:
+            # The outgoing deck ran out: its beats will never come, so the transition cannot
+            # wait for them. Not started: it never will; running: hand over to deck B now.
+            if self._phase == "running":
+                self._progress = s.transition.beats
+                frame_at(self._curves, s.transition.beats, self._progress, self._frame)
+            self._end(aborted=self._phase != "running")
+            return
         per_sample = self._rate[o] / (sr * out_track.beat_seconds)
         b0 = out_track.beat_at(self._pos[o], sr) if self._playing[o] else None
         b1 = b0 + per_sample * CONTROL_BLOCK if b0 is not None else None

@@ -9,7 +9,7 @@ calls a few times a second along with the status line.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -287,6 +287,13 @@ class Engine:
                 n_samples=1, seed=self._seed))[0]
             how = "policy (no candidates ready)"
         start = next_start(status.beats[out], self.quantize)
+        track = self.tracks[out]
+        left = track.grid.beat_position(track.grid.duration) - (
+            status.beats[out] if start is None else start)
+        if left < transition.beats:  # the outgoing track ends first: the curves run faster
+            bars = max(1, int(left // BEATS_PER_BAR))
+            transition = replace(transition, bars=bars)
+            how += f", shortened to {bars} bars (deck {DECK_NAMES[out]} ends)"
         self.core.send(c.Schedule(Scheduled(transition, out, start, 0.0)))
         where = "now" if start is None else (f"on bar {start // BEATS_PER_BAR + 1:.0f}, beat "
                                              f"{start % BEATS_PER_BAR + 1:.0f} of deck "

@@ -20,6 +20,7 @@ from engine.deck import Track, read_stems, track_from_analysis
 from engine.recorder import Recorder, RecorderError
 from engine.transition import Scheduled, Transition, next_start
 from engine.worker import AnalyzeRequest, GenerateRequest, GenerationWorker
+from tests.conftest import loaded_engine, settle
 from model.policy import plan_transition
 
 SR = 44100
@@ -295,3 +296,30 @@ def test_the_deck_on_air_refuses_a_new_track(two_tracks):
     assert engine.messages.drain() == ["deck A is on air; stop it before loading"]
     settle(engine)
     assert engine.core.status.playing[0]  # the music did not stop
+
+
+def test_a_transition_longer_than_the_outgoing_deck_hands_over_when_it_ends(decks):
+    """Deck A (12 bars) ends 8 bars into a 16-bar transition: the transition finishes there,
+    deck B plays on alone, and a new transition can be scheduled."""
+    a, b = decks
+    core = c.EngineCore(SR)
+    cues = [Cue(0, lambda: [core.send(cmd) for cmd in (c.Load(0, a), c.Load(1, b),
+                                                        c.Transport(0, playing=True))]),
+            Cue(SR // 2, lambda: core.send(c.Schedule(Scheduled(blend(16), 0, 16.0, 0.0))))]
+    n = int(a.samples + 4 * SR)
+    mix = render_offline(core, n, 256, script=cues)
+    events = dict(core.events)
+    assert "transition_finished" in events and "transition_aborted" not in events
+    assert abs(events["transition_finished"] - a.samples) <= 2 * c.CONTROL_BLOCK
+    status = core.status
+    assert status.phase == "idle" and status.on_air == 1
+    assert status.playing == (False, True)
+    assert np.sqrt(np.mean(mix[:, -SR:] ** 2)) > 0.01  # deck B goes on
+
+
+def test_a_trigger_longer_than_what_is_left_is_shortened_and_says_so(two_tracks):
+    engine = loaded_engine(two_tracks)  # 8-bar tracks
+    engine.play(0)
+    settle(engine)
+    said = engine.trigger(bars=16)
+    assert "shortened to 7 bars (deck A ends)" in said, said
