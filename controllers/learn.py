@@ -13,8 +13,9 @@ from pathlib import Path
 
 import mido
 import yaml
+from pydantic import ValidationError
 
-from .mapping import Control, Mapping, load_mapping
+from .mapping import Control, Mapping, MappingError, load_mapping, unknown_target
 from .midi import open_ports
 
 
@@ -41,7 +42,13 @@ def add_control(path: Path, control: Control, parameters: tuple[str, ...] = ()) 
     data["controls"] = [c for c in data.get("controls", [])
                         if (c["message"], c["channel"], c["number"], c.get("shift")) != same]
     data["controls"].append(control.model_dump(exclude_defaults=True))
-    mapping = Mapping.model_validate(data)
+    try:
+        mapping = Mapping.model_validate(data)
+    except ValidationError as err:
+        raise MappingError(f"{path}: not written: {err.errors()[0]['msg']}") from None
+    i = unknown_target(mapping, parameters)
+    if i is not None:  # what load_mapping would refuse is never written
+        raise MappingError(f"{path}: not written: no parameter {mapping.controls[i].target!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return mapping

@@ -142,13 +142,22 @@ def load_mapping(path: Path | str, parameters: tuple[str, ...] = ()) -> Mapping:
         field = ".".join(str(x) for x in loc) or "(top)"
         line = _line_of(node, loc) if node is not None else 1
         raise MappingError(f"{path}, line {line}, field {field}: {first['msg']}") from None
-    if parameters:
-        for i, control in enumerate(mapping.controls):
-            if control.command == "param" and not fnmatch.filter(parameters, control.target):
-                line = _line_of(node, ("controls", i, "target"))
-                raise MappingError(f"{path}, line {line}, field controls.{i}.target: no "
-                                   f"parameter {control.target!r}")
+    i = unknown_target(mapping, parameters)
+    if i is not None:
+        line = _line_of(node, ("controls", i, "target"))
+        raise MappingError(f"{path}, line {line}, field controls.{i}.target: no parameter "
+                           f"{mapping.controls[i].target!r}")
     return mapping
+
+
+def unknown_target(mapping: Mapping, parameters: tuple[str, ...]) -> int | None:
+    """The index of the first "param" control whose target matches none of ``parameters``
+    (names; none given: nothing is checked)."""
+    for i, control in enumerate(mapping.controls):
+        if parameters and control.command == "param" and \
+                not fnmatch.filter(parameters, control.target):
+            return i
+    return None
 
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"

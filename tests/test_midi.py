@@ -230,3 +230,21 @@ def test_the_key_lock_pad_toggles_key_lock_and_lights_its_led(two_tracks):
     for message in pad:  # again: off
         c.handle(message)
     assert not engine.key_lock
+
+
+def test_learn_refuses_an_entry_the_mapping_would_not_load(tmp_path):
+    """A learned param whose target names no parameter is refused before the file is
+    written: what learn writes always loads."""
+    from controllers.learn import add_control
+    from controllers.mapping import Control
+
+    path = tmp_path / "mine.yaml"
+    good = Control(message="cc", channel=1, number=7, command="param", target="a_bass_gain")
+    add_control(path, good, PARAM_NAMES)
+    before = path.read_text()
+    bad = Control(message="cc", channel=1, number=8, command="param", target="a_bass_volume")
+    with pytest.raises(MappingError, match=r"mine\.yaml: not written: no parameter "
+                                           r"'a_bass_volume'"):
+        add_control(path, bad, PARAM_NAMES)
+    assert path.read_text() == before
+    assert [c.target for c in load_mapping(path, PARAM_NAMES).controls] == ["a_bass_gain"]
