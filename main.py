@@ -29,11 +29,24 @@ from controllers.midi import MidiController, MidiInput
 from controllers.osc import DEFAULT_PORT, FEEDBACK_PORT, OSCServer
 from controllers.parts import ableton_part, clock_part, link_part, midi_part, osc_part
 from effects.params import PARAM_NAMES
-from engine.backends import AudioDeviceError, output_devices
+from engine.backends import AudioDeviceError, output_devices, unwritable
 from engine.config import EngineConfig
 from engine.session import LiveOptions, Part, render_mix, run_live
 
 DEMO_TRIGGER_BAR = 9
+
+
+def latency(text: str) -> str | float:
+    """PortAudio's output latency: low, high, or seconds."""
+    if text in ("low", "high"):
+        return text
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0.0 < seconds < 10.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give low, high or seconds (e.g. 0.01)")
+    return seconds
 
 
 def learn_command(args: argparse.Namespace) -> int:
@@ -85,7 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     p.add_argument("--device", help="output device: index or part of its name")
     p.add_argument("--block-size", type=int, default=256, help="frames per audio callback")
-    p.add_argument("--latency", default="low", help="output latency: low, high or seconds")
+    p.add_argument("--latency", default="low", type=latency,
+                   help="output latency: low, high or seconds")
     p.add_argument("--bars", type=int, default=16, help="transition length in bars")
     p.add_argument("--quantize", default="bar", choices=("off", "beat", "bar", "phrase"))
     p.add_argument("--key-lock", action="store_true",
@@ -167,10 +181,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(sd.query_devices())
         return 0
-    latency = args.latency if args.latency in ("low", "high") else float(args.latency)
     device = int(args.device) if args.device and args.device.isdigit() else args.device
     try:
-        config = EngineConfig(block_size=args.block_size, latency=latency, device=device,
+        config = EngineConfig(block_size=args.block_size, latency=args.latency, device=device,
                               quantize=args.quantize, key_lock=args.key_lock,
                               bars=args.bars, guidance=args.guidance,
                               candidates=args.candidates, steps=args.steps,
@@ -179,6 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.checkpoint not in (None, "none"):
+        # A checkpoint the user names must load; only the default, missing, falls back.
+        from model.checkpoint import load_model
+
+        try:
+            load_model(args.checkpoint)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"error: --checkpoint: {err}", file=sys.stderr)
+            return 2
     if (args.deck_a is None) != (args.deck_b is None):
         print("error: give both --deck-a and --deck-b (or neither, for the demo)",
               file=sys.stderr)
@@ -191,8 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         if not demo:
             return 2
         args.render = Path("out/demo_mix.wav")
+        args.render.parent.mkdir(exist_ok=True)
         print(f"rendering the demo to {args.render} instead", file=sys.stderr)
     if args.render is not None:
+        if (problem := unwritable(args.render, config.sample_rate)) is not None:
+            print(f"error: --render {args.render}: {problem}", file=sys.stderr)
+            return 2
         return render_mix(config, deck_a, deck_b, args.render, args.transition_at)
     auto = args.auto_trigger if args.auto_trigger is not None else (
         DEMO_TRIGGER_BAR if demo else None)

@@ -141,6 +141,22 @@ class Cue:
     action: Callable[[], None]
 
 
+def unwritable(path: Path, sample_rate: int) -> str | None:
+    """Why an audio file cannot be written at ``path`` (None: it can), found before the work
+    that would fill it: a folder that does not exist, a format soundfile does not write."""
+    if not path.parent.is_dir():
+        return f"no folder {path.parent}"
+    existed = path.exists()
+    try:
+        sf.SoundFile(path, "w", samplerate=sample_rate, channels=2, subtype="PCM_24").close()
+    except (sf.LibsndfileError, TypeError, ValueError, OSError) as err:
+        return f"cannot write this file ({err})"
+    finally:
+        if not existed:
+            path.unlink(missing_ok=True)
+    return None
+
+
 def render_offline(core: EngineCore, n_samples: int, block_size: int, path: Path | None = None,
                    script: list[Cue] | None = None,
                    until: Callable[[], bool] | None = None) -> np.ndarray:

@@ -265,8 +265,9 @@ class Engine:
         self.plan.note = result.error
         self.candidate = min(self.candidate, len(result.transitions) - 1)
 
-    def trigger(self, bars: int | None = None) -> str:
-        """Start the transition on the next beat/bar/phrase (the quantize setting)."""
+    def trigger(self, bars: int | None = None, start: float | None = None) -> str:
+        """Start the transition on the next beat/bar/phrase (the quantize setting), or on the
+        outgoing deck's beat ``start`` (a planned transition: an offline render)."""
         status = self.core.status
         if status.phase != "idle":
             return f"a transition is already {status.phase}"
@@ -286,12 +287,13 @@ class Engine:
                 0, a.features, b.features, 0.0, 0.0, self.bars, a.key_index, b.key_index,
                 n_samples=1, seed=self._seed))[0]
             how = "policy (no candidates ready)"
-        start = next_start(status.beats[out], self.quantize)
+        if start is None:
+            start = next_start(status.beats[out], self.quantize)
         track = self.tracks[out]
         left = track.grid.beat_position(track.grid.duration) - (
             status.beats[out] if start is None else start)
         if left < transition.beats:  # the outgoing track ends first: the curves run faster
-            bars = max(1, int(left // BEATS_PER_BAR))
+            bars = max(1, int(left / BEATS_PER_BAR + 0.05))  # as Track.bars counts them
             transition = replace(transition, bars=bars)
             how += f", shortened to {bars} bars (deck {DECK_NAMES[out]} ends)"
         self.core.send(c.Schedule(Scheduled(transition, out, start, 0.0)))

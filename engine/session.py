@@ -61,7 +61,7 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
     total = int(a.position_of(start_beat, sr) + (b.samples - b.position_of(0.0, sr)) / rate_b)
     said: list[str] = []
     script = [Cue(0, lambda: engine.play(0)),
-              Cue(max(trigger_at, 0), lambda: said.append(engine.trigger()))]
+              Cue(max(trigger_at, 0), lambda: said.append(engine.trigger(start=start_beat)))]
     t0 = time.perf_counter()
     mix = render_offline(engine.core, total, config.block_size, out, script)
     elapsed = time.perf_counter() - t0
@@ -91,12 +91,17 @@ HELP = "  |  ".join([*(f"{key or 'Enter'}: {what}" for key, (what, _) in KEYS.it
 
 
 def press(engine: Engine, key: str) -> str | None:
-    """What a terminal line does, and what it says (None: nothing). A line not in the table
-    triggers, as Enter does."""
-    if key.isdigit() and engine.plan and 0 < int(key) <= len(engine.plan.transitions):
+    """What a terminal line does, and what it says (None: nothing). Only Enter triggers: any
+    other line not in the table gets a hint, so a stray key never starts a transition."""
+    if key.isdigit():
+        ready = len(engine.plan.transitions) if engine.plan else 0
+        if not 0 < int(key) <= ready:
+            return f"candidate {key}: {ready} ready"
         engine.select(int(key) - 1)
         return None
-    return KEYS.get(key, KEYS[""])[1](engine)
+    if key not in KEYS:
+        return f"{key!r} does nothing; keys: {HELP}"
+    return KEYS[key][1](engine)
 
 
 @dataclass(frozen=True)

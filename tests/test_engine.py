@@ -322,4 +322,20 @@ def test_a_trigger_longer_than_what_is_left_is_shortened_and_says_so(two_tracks)
     engine.play(0)
     settle(engine)
     said = engine.trigger(bars=16)
-    assert "shortened to 7 bars (deck A ends)" in said, said
+    assert "shortened to 8 bars (deck A ends)" in said, said
+
+
+def test_only_enter_triggers_from_the_terminal(two_tracks):
+    from engine.session import press
+
+    engine = loaded_engine(two_tracks)
+    engine.play(0)
+    settle(engine)
+    for key in ("x", "0", "5", "quit"):
+        said = press(engine, key)
+        settle(engine)
+        assert engine.core.status.phase == "idle", key
+        assert said and ("does nothing" in said or "ready" in said)
+    assert "transition A->B" in press(engine, "")
+    settle(engine)
+    assert engine.core.status.phase in ("pending", "running")

@@ -4,6 +4,7 @@ import socket
 import threading
 
 import numpy as np
+import pytest
 import soundfile as sf
 from pythonosc.udp_client import SimpleUDPClient
 
@@ -149,3 +150,47 @@ def test_main_live_takes_a_trigger_over_osc_and_closes_its_port(tmp_path, capsys
     assert "transition started" in out
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
         again.bind(("127.0.0.1", port))  # the server closed its socket
+
+
+def test_a_named_checkpoint_that_does_not_load_fails_at_once(tmp_path, capsys):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    out = tmp_path / "mix.wav"
+    for named in (broken, tmp_path / "missing.safetensors"):
+        assert main.main(["--render", str(out), "--checkpoint", str(named)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --checkpoint: ") and named.name in err
+        assert "\n" not in err
+    assert not out.exists()  # nothing was rendered
+
+
+def test_bad_arguments_fail_before_any_work(tmp_path, capsys):
+    for render, why in ((tmp_path / "nowhere" / "mix.wav", "no folder"),
+                        (tmp_path / "mix.xyz", "cannot write this file")):
+        assert main.main(["--render", str(render)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: --render {render}: {why}" in err and not render.exists()
+    with pytest.raises(SystemExit) as exit_:
+        main.main(["--latency", "fast", "--render", str(tmp_path / "mix.wav")])
+    assert exit_.value.code == 2
+    assert "'fast': give low, high or seconds" in capsys.readouterr().err
+
+
+def test_a_rendered_transition_starts_on_the_bar_it_was_planned_for(tmp_path, capsys,
+                                                                    monkeypatch):
+    """--transition-at 1 on an 8-bar deck A: the transition starts on bar 1 as planned (it was
+    logged and played a bar late), shortened to what A has, and B plays to its end."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "short").mkdir()
+    (tmp_path / "long").mkdir()
+    deck_a, deck_b = stem_decks(tmp_path / "short", bars=8)[0], stem_decks(tmp_path / "long")[1]
+    out = tmp_path / "mix.wav"
+    assert main.main(["--deck-a", str(deck_a), "--deck-b", str(deck_b), "--render",
+                      str(out), "--bars", "16", "--transition-at", "1", "--checkpoint",
+                      "none"]) == 0
+    text = capsys.readouterr().out
+    assert "on bar 1, beat 1 of deck A" in text, text
+    assert "shortened to 8 bars (deck A ends)" in text and "transition finished" in text, text
+    mix, sr = sf.read(out)
+    assert len(mix) / sr > 12 * 4 * 60 / 128 - 0.5  # B's 12 bars from A's bar 1
+    assert np.sqrt(np.mean(mix[-sr:] ** 2)) > 0.01
