@@ -22,6 +22,7 @@ from .beats import DEFAULT_BPM_RANGE, BeatGrid, estimate_beat_grid
 from .cache import AnalysisCache, content_hash
 from .features import TrackFeatures, segment, track_features
 from .key import KEY_NAMES, camelot, estimate_key
+from .loudness import integrated_loudness
 from .separation import Separator, get_separator
 
 # Bump when any analysis step changes its results: old cache entries are then recomputed.
@@ -41,6 +42,7 @@ class TrackAnalysis:
     key_index: int  # into analysis.key.KEY_NAMES: 12 major then 12 minor
     sections: tuple[tuple[str, float, float], ...]  # (label, start s, end s)
     features: TrackFeatures
+    loudness_lufs: float  # integrated (BS.1770) of the stems' sum; -inf for silence
 
     @property
     def bpm(self) -> float:
@@ -108,7 +110,8 @@ def analyze_stems(stems: np.ndarray, sample_rate: int, source: str = "<stems>",
     key_index, _ = estimate_key(stems[1:].sum(axis=0), sample_rate)
     sections = tuple(segment(stems, sample_rate, grid))
     features = track_features(stems, sample_rate, grid, key_index, list(sections))
-    return TrackAnalysis(source, sample_rate, stems, grid, key_index, sections, features)
+    return TrackAnalysis(source, sample_rate, stems, grid, key_index, sections, features,
+                         integrated_loudness(mix, sample_rate))
 
 
 def _to_arrays(result: TrackAnalysis) -> dict[str, np.ndarray]:
@@ -118,6 +121,7 @@ def _to_arrays(result: TrackAnalysis) -> dict[str, np.ndarray]:
     return {**arrays,
             "grid": np.array([result.grid.bpm, result.grid.first_downbeat, result.grid.duration]),
             "key_index": np.array(result.key_index),
+            "loudness_lufs": np.array(result.loudness_lufs),
             "section_labels": np.array(labels), "section_bounds": np.array([starts, ends]).T}
 
 
@@ -138,6 +142,13 @@ def _from_cache(cache: AnalysisCache, digest: str, source: str,
     except (KeyError, ValueError):
         return None  # an entry from an older layout: recompute
     stems = audio.reshape(len(STEMS), 2, -1)
+    if "loudness_lufs" in arrays:
+        loudness = float(arrays["loudness_lufs"])
+    else:
+        # An entry from before loudness was measured: its stems (the costly part, separation)
+        # are still right, so measure them and complete the entry instead of recomputing it.
+        loudness = integrated_loudness(stems.sum(axis=0), sample_rate)
+        cache.save(digest, {**arrays, "loudness_lufs": np.array(loudness)})
     return TrackAnalysis(source, sample_rate, stems, BeatGrid(float(bpm), float(first),
                                                              float(duration)),
-                         key_index, sections, features)
+                         key_index, sections, features, loudness)
