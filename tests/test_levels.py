@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.signal import resample_poly
@@ -116,3 +118,58 @@ def test_the_limiter_does_not_depend_on_the_block_size_and_survives_silence_and_
     audio[:, 1000] = (np.nan, np.inf)
     out = limited(audio)
     assert np.all(np.isfinite(out)) and np.abs(out).max() < CEILING
+
+
+# --- in the engine -------------------------------------------------------------------------
+
+
+def blend_script(core, a, b) -> list:
+    """Deck A plays; a two-bar blend into deck B starts on A's beat 8."""
+    from engine import core as c
+    from engine.backends import Cue
+    from engine.transition import Scheduled, Transition
+    from model.policy import plan_transition
+
+    plan = plan_transition(9, 0, np.random.default_rng(1), style="blend", bars=2)
+    blend = Transition(plan.curves, 2, "policy")
+    return [Cue(0, lambda: [core.send(cmd) for cmd in (c.Load(0, a), c.Load(1, b),
+                                                        c.Transport(0, playing=True))]),
+            Cue(SR // 2, lambda: core.send(c.Schedule(Scheduled(blend, 0, 8.0, 0.0))))]
+
+
+def test_a_tracks_trim_reaches_the_engines_output(two_tracks):
+    from engine import core as c
+    from engine.backends import render_offline
+
+    a, b = two_tracks
+    halved = dataclasses.replace(a, trim=0.5)
+    outs = []
+    for track in (a, halved):
+        core = c.EngineCore(SR)
+        outs.append(render_offline(core, SR * 2, 256, script=blend_script(core, track, b)))
+    # Deck A alone, under the ceiling: the trim is all that differs.
+    np.testing.assert_allclose(outs[1], 0.5 * outs[0], atol=1e-6)
+
+
+def test_an_offline_render_of_two_loud_tracks_stays_under_the_ceiling(two_tracks):
+    from engine.backends import render_offline
+    from engine.config import EngineConfig
+    from engine.engine import Engine
+
+    engine = Engine(EngineConfig(candidates=1, steps=2, checkpoint="none"))
+    for deck, track in enumerate(two_tracks):
+        # 12 dB hotter than generated: peaks at +6 dBFS, as a loud master's decoded peaks go.
+        stems = track.stems * 4.0
+        loud = dataclasses.replace(track.analysis, stems=stems,
+                                   loudness_lufs=integrated_loudness(stems.sum(axis=0), SR))
+        engine.put_track(deck, engine.make_track(loud))
+        trim_db = 20 * np.log10(engine.tracks[deck].trim)
+        assert trim_db == pytest.approx(-14.0 - loud.loudness_lufs)
+    a, b = engine.tracks
+    core = engine.core
+    mix = render_offline(core, SR * 12, 256, script=blend_script(core, a, b))
+    assert dict(core.events).keys() >= {"transition_started", "transition_finished"}
+    assert np.abs(mix).max() < CEILING < 1.0
+    assert true_peak(mix) < CEILING
+    # At -14 LUFS a trimmed deck alone peaks over full scale: the limiter held it.
+    assert true_peak(a.stems.sum(axis=0) * a.trim) > 1.0
