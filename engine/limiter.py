@@ -61,14 +61,17 @@ def sinc_phases(taps: int = TAPS, beta: float = 5.0, points: int = 4) -> np.ndar
     return rows / rows.sum(axis=1, keepdims=True)
 
 
-def true_peak_phases() -> np.ndarray:
-    """Every interpolator the peak is read from [7, 2 * TAPS]: BS.1770's four phases (what a
-    loudness meter reads as dBTP; its passband ripple reads some peaks 0.1-0.2 dB high and it
-    misses up to 0.4 dB of peaks near Nyquist) and a longer windowed sinc's three."""
+def true_peak_taps() -> np.ndarray:
+    """Every interpolator the peak is read from, as taps [2 * TAPS, 8]: column p is one
+    interpolated point, from samples k - TAPS + 1 ... k + TAPS. Columns 0-3 are BS.1770's four
+    phases (what a loudness meter reads as dBTP: its passband ripple reads some peaks 0.1-0.2
+    dB high, and it misses up to 0.4 dB of peaks near Nyquist), 4-6 a longer windowed sinc's
+    three; column 7 is zero, so that a sample's eight sums fill two SIMD registers."""
     annex = np.vstack([_BS1770, _BS1770[::-1, ::-1]])
     # Annex phase rows read samples k - 5 ... k + 6: centred in the longer rows.
-    annex = np.pad(annex, ((0, 0), (TAPS - 6, TAPS - 6)))
-    return np.ascontiguousarray(np.vstack([annex, sinc_phases()]))
+    pad = TAPS - annex.shape[1] // 2
+    rows = np.vstack([np.pad(annex, ((0, 0), (pad, pad))), sinc_phases(), np.zeros(2 * TAPS)])
+    return np.ascontiguousarray(rows.T)
 
 
 _LIMIT_SIG = ("void(float32[:, :], float32[:, :], float64[:, ::1], float64, float64, int64, "
@@ -76,49 +79,71 @@ _LIMIT_SIG = ("void(float32[:, :], float32[:, :], float64[:, ::1], float64, floa
 
 
 @numba.njit(_LIMIT_SIG, cache=True, nogil=True, error_model="numpy")
-def limit(audio, out, phases, target, release, latency, history, needed, ramp, gains, counters):
+def limit(audio, out, taps, target, release, latency, history, needed, ramp, gains, counters):
     """Limit ``audio`` [2, N] into ``out`` [2, N] (may be the same array), ``latency`` samples
     late (see the module's docstring).
 
-    phases [P, 2T]: the interpolators; target: the peak allowed; release: per-sample factor of
-    the gain's distance to the held gain. State, updated in place: history [2, M] the input (M
-    a power of two above latency + T), needed [H] the gain each sample's interval needed
-    (H = lookahead + 2T), ramp [W] the released gains being averaged (W = lookahead), gains [2]
-    the released gain and the sum of ``ramp``; counters [5] the write positions in ``history``,
-    ``needed`` and ``ramp``, for how many samples no interval has needed a gain below 1 and for
-    how many the released gain has been 1 (both saturating).
+    taps [2T, 8] the interpolators (``true_peak_taps``); target: the peak allowed; release:
+    per-sample factor of the gain's distance to the held gain. State, updated in place:
+    history [2, 2M] the input, written twice (at i and i + M, M a power of two above
+    latency + T) so that the last 2T samples always lie side by side; needed [H] the gain each
+    sample's interval needed (H = lookahead + 2T), a ring; ramp [W] the released gains being
+    averaged (W = lookahead), a ring; gains [3] the released gain, the sum of ``ramp`` and the
+    smallest gain in ``needed``; counters [5] the write positions in ``history``, ``needed`` and
+    ``ramp``, the age of that smallest gain, and for how many samples the released gain has
+    been 1 (saturating).
     """
     n_samples = audio.shape[1]
-    mask = history.shape[1] - 1
-    taps = phases.shape[1] // 2
+    size = history.shape[1] // 2
+    mask = size - 1
+    reach = taps.shape[0] // 2
     n_needed = needed.shape[0]
     width = ramp.shape[0]
-    pos, q, b, quiet, steady = counters[0], counters[1], counters[2], counters[3], counters[4]
-    env, total = gains[0], gains[1]
+    pos, q, b, age, steady = counters[0], counters[1], counters[2], counters[3], counters[4]
+    env, total, held = gains[0], gains[1], gains[2]
     for n in range(n_samples):
         for c in range(2):
             x = audio[c, n]
             # One NaN or infinity would poison the gain state for good: it is played as silence.
-            history[c, pos] = x if np.isfinite(x) else 0.0
-        # The true peak of the interval from sample k = pos - taps to k + 1.
-        k = (pos - taps) & mask
-        first = pos - 2 * taps + 1
+            x = x if np.isfinite(x) else 0.0
+            history[c, pos] = x
+            history[c, pos + size] = x
+        # The true peak of the interval from sample k = pos - reach to k + 1.
+        last = pos + size  # history[:, first:last + 1] are samples k - reach + 1 ... k + reach
+        first = last - 2 * reach + 1
         peak = 0.0
         for c in range(2):
-            peak = max(peak, abs(history[c, k]))
-            for p in range(phases.shape[0]):
-                acc = 0.0
-                for j in range(2 * taps):
-                    acc += phases[p, j] * history[c, (first + j) & mask]
-                peak = max(peak, abs(acc))
+            peak = max(peak, abs(history[c, last - reach]))
+            # Eight sums in locals (not an array the compiler must assume aliases ``history``)
+            # stay in registers, two SIMD lanes of four.
+            p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = 0.0
+            for j in range(2 * reach):
+                x = history[c, first + j]
+                p0 += taps[j, 0] * x
+                p1 += taps[j, 1] * x
+                p2 += taps[j, 2] * x
+                p3 += taps[j, 3] * x
+                p4 += taps[j, 4] * x
+                p5 += taps[j, 5] * x
+                p6 += taps[j, 6] * x
+                p7 += taps[j, 7] * x
+            peak = max(peak, abs(p0), abs(p1), abs(p2), abs(p3), abs(p4), abs(p5), abs(p6),
+                       abs(p7))
         need = target / peak if peak > target else 1.0
         needed[q] = need
+        # Hold: the smallest need of the last H samples, found again only when it leaves them.
+        age += 1
+        if need <= held:
+            held = need
+            age = 0
+        elif age >= n_needed and held < 1.0:
+            held = 1.0
+            for i in range(n_needed):  # i samples old, youngest first
+                value = needed[q - i if q >= i else q - i + n_needed]
+                if value < held:
+                    held = value
+                    age = i
         q = q + 1 if q + 1 < n_needed else 0
-        quiet = 0 if need < 1.0 else min(quiet + 1, n_needed)
-        held = 1.0
-        if quiet < n_needed:
-            for i in range(n_needed):
-                held = min(held, needed[i])
         env = held if held <= env or held - env < _SETTLED else held - (held - env) * release
         total += env - ramp[b]
         ramp[b] = env
@@ -129,14 +154,13 @@ def limit(audio, out, phases, target, release, latency, history, needed, ramp, g
             # sheds the rounding it gathered while limiting.
             total = float(width)
         gain = total / width
-        d = (pos - latency) & mask
         for c in range(2):
-            y = history[c, d] * gain
+            y = history[c, last - latency] * gain
             # Rounding in the gain must not leave a sample a hair above the target.
             out[c, n] = np.float32(min(max(y, -target), target))
         pos = (pos + 1) & mask
-    counters[0], counters[1], counters[2], counters[3], counters[4] = pos, q, b, quiet, steady
-    gains[0], gains[1] = env, total
+    counters[0], counters[1], counters[2], counters[3], counters[4] = pos, q, b, age, steady
+    gains[0], gains[1], gains[2] = env, total, held
 
 
 class Limiter:
@@ -146,13 +170,13 @@ class Limiter:
                  release_ms: float = 100.0) -> None:
         self.target = 10.0 ** ((ceiling_dbtp - GUARD_DB) / 20.0)
         self.release = float(np.exp(-1.0 / (release_ms * 1e-3 * sample_rate)))
-        self.phases = true_peak_phases()
+        self.taps = true_peak_taps()
         lookahead = max(1, round(LOOKAHEAD_S * sample_rate))
         self.latency = lookahead - 1 + 2 * TAPS  # samples from input to output
-        self._history = np.zeros((2, 1 << (self.latency + TAPS).bit_length()))
+        self._history = np.zeros((2, 2 << (self.latency + TAPS).bit_length()))
         self._needed = np.ones(lookahead + 2 * TAPS)
         self._ramp = np.ones(lookahead)
-        self._gains = np.zeros(2)
+        self._gains = np.zeros(3)
         self._counters = np.zeros(5, dtype=np.int64)
         self.reset()
 
@@ -161,13 +185,13 @@ class Limiter:
         self._history[:] = 0.0
         self._needed[:] = 1.0
         self._ramp[:] = 1.0
-        self._gains[:] = (1.0, float(self._ramp.size))
-        self._counters[:] = (0, 0, 0, self._needed.size, self._ramp.size)
+        self._gains[:] = (1.0, float(self._ramp.size), 1.0)
+        self._counters[:] = (0, 0, 0, 0, self._ramp.size)
 
     def process(self, audio: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Limit a block of float32 [2, n]; returns ``out`` (allocated if not given)."""
         if out is None:
             out = np.empty_like(audio)
-        limit(audio, out, self.phases, self.target, self.release, self.latency, self._history,
+        limit(audio, out, self.taps, self.target, self.release, self.latency, self._history,
               self._needed, self._ramp, self._gains, self._counters)
         return out
