@@ -59,9 +59,14 @@ def test_a_second_load_reads_the_cache_and_a_changed_file_does_not(tmp_path, tra
     digest_prefix = npz.stem.split("-v")[0]
     arrays = dict(np.load(npz))
     arrays["key_index"] = np.array(23)
+    # An entry from before loudness was measured gets it from its stems, and keeps it.
+    del arrays["loudness_lufs"]
     np.savez(npz, **arrays)
     second = analyze(track_file, SR, cache=cache)
     assert second.key_index == 23 and first.key_index != 23
+    assert second.loudness_lufs == pytest.approx(first.loudness_lufs, abs=0.01)
+    assert float(np.load(npz)["loudness_lufs"]) == second.loudness_lufs
+    assert -30.0 < first.loudness_lufs < -10.0
     np.testing.assert_allclose(second.stems, first.stems, atol=2e-4)
     np.testing.assert_array_equal(second.features.stem_mels, first.features.stem_mels)
     assert second.grid == first.grid and second.sections == first.sections
