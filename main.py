@@ -31,6 +31,7 @@ from controllers.parts import ableton_part, clock_part, link_part, midi_part, os
 from effects.params import PARAM_NAMES
 from engine.backends import AudioDeviceError, output_devices, unwritable
 from engine.config import EngineConfig
+from engine.levels import LevelsConfig
 from engine.session import LiveOptions, Part, render_mix, run_live
 
 DEMO_TRIGGER_BAR = 9
@@ -114,6 +115,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--worker", choices=("process", "thread"), default="process")
     p.add_argument("--separator", choices=SEPARATORS, default="dsp",
                    help="stem separator for tracks given as one file")
+    p.add_argument("--auto-gain", choices=("on", "off"), default="on",
+                   help="trim each track from its loudness to --loudness-target")
+    p.add_argument("--loudness-target", type=float, default=-14.0, metavar="LUFS")
     p.add_argument("--osc", type=int, nargs="?", const=DEFAULT_PORT, metavar="PORT",
                    help=f"listen for OSC on PORT (default {DEFAULT_PORT})")
     p.add_argument("--osc-host", default="127.0.0.1",
@@ -188,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                               bars=args.bars, guidance=args.guidance,
                               candidates=args.candidates, steps=args.steps,
                               checkpoint=args.checkpoint, model_device=args.model_device,
-                              worker=args.worker, separator=args.separator)
+                              worker=args.worker, separator=args.separator,
+                              levels=LevelsConfig(auto_gain=args.auto_gain == "on",
+                                                  target_lufs=args.loudness_target))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

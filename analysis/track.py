@@ -22,6 +22,7 @@ from .beats import BEATS_PER_BAR, DEFAULT_BPM_RANGE, BeatGrid, estimate_beat_gri
 from .cache import AnalysisCache, content_hash
 from .features import TrackFeatures, frame_rms, segment, track_features
 from .key import KEY_NAMES, camelot, estimate_key
+from .loudness import integrated_loudness
 from .separation import Separator, get_separator
 
 # Bump when any analysis step changes its results: old cache entries are then recomputed.
@@ -44,6 +45,7 @@ class TrackAnalysis:
     key_index: int  # into analysis.key.KEY_NAMES: 12 major then 12 minor
     sections: tuple[tuple[str, float, float], ...]  # (label, start s, end s)
     features: TrackFeatures
+    loudness_lufs: float  # integrated (BS.1770) of the stems' sum; -inf for silence
 
     @property
     def bpm(self) -> float:
@@ -122,7 +124,8 @@ def analyze_stems(stems: np.ndarray, sample_rate: int, source: str = "<stems>",
     key_index, _ = estimate_key(stems[1:].sum(axis=0), sample_rate)
     sections = tuple(segment(stems, sample_rate, grid))
     features = track_features(stems, sample_rate, grid, key_index, list(sections))
-    return TrackAnalysis(source, sample_rate, stems, grid, key_index, sections, features)
+    return TrackAnalysis(source, sample_rate, stems, grid, key_index, sections, features,
+                         integrated_loudness(mix, sample_rate))
 
 
 def _to_arrays(result: TrackAnalysis) -> dict[str, np.ndarray]:
@@ -133,6 +136,7 @@ def _to_arrays(result: TrackAnalysis) -> dict[str, np.ndarray]:
             "grid": np.array([result.grid.bpm, result.grid.first_downbeat, result.grid.duration,
                               result.grid.confidence, result.grid.unfolded_bpm or 0.0]),
             "key_index": np.array(result.key_index),
+            "loudness_lufs": np.array(result.loudness_lufs),
             "section_labels": np.array(labels), "section_bounds": np.array([starts, ends]).T}
 
 
@@ -150,9 +154,11 @@ def _from_cache(cache: AnalysisCache, digest: str, source: str,
         sections = tuple((str(label), float(a), float(b)) for label, (a, b)
                          in zip(arrays["section_labels"], arrays["section_bounds"]))
         key_index = int(arrays["key_index"])
+        loudness = float(arrays["loudness_lufs"])
     except (KeyError, ValueError):
         return None  # an entry from an older layout: recompute
     stems = audio.reshape(len(STEMS), 2, -1)
     grid = BeatGrid(float(bpm), float(first), float(duration), float(confidence),
                     float(unfolded) or None)
-    return TrackAnalysis(source, sample_rate, stems, grid, key_index, sections, features)
+    return TrackAnalysis(source, sample_rate, stems, grid, key_index, sections, features,
+                         loudness)

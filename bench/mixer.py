@@ -1,12 +1,16 @@
-"""Mixer speed: the streaming mixer per audio block, the differentiable mixer's throughput.
+"""Mixer speed: the streaming mixer per audio block, the output limiter per block, the
+differentiable mixer's throughput.
 
     .venv/bin/python bench/mixer.py [--seconds 20] [--diff-seconds 10]
 
 Streaming: two decks of four stereo stems, every EQ and filter engaged, the reverb open, and a
 new parameter frame every block (a random walk, as in a transition), so every block redesigns
 all 40 biquads. Pinned to one core. Prints median and p99 time per block and their real-time
-factor (time / block duration). Differentiable: seconds of audio mixed per second of wall time,
-forward only and forward + backward, at torch's default thread count.
+factor (time / block duration). Limiter (engine.limiter, after the mixer in the engine):
+256-frame blocks of noise at +6 dBFS (limiting all the time, its dearest case) and at -20 dBFS
+(transparent), the median over repeats of each repeat's median. Differentiable: seconds of
+audio mixed per second of wall time, forward only and forward + backward, at torch's default
+thread count.
 The last line is JSON with stable names.
 """
 
@@ -26,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from effects import DifferentiableMixer, MixerConfig, StreamingMixer  # noqa: E402
 from effects import params as P  # noqa: E402
+from engine.limiter import Limiter  # noqa: E402
 
 BLOCKS = (128, 256, 512, 1024)
 
@@ -60,6 +65,27 @@ def bench_streaming(block: int, seconds: float, sample_rate: int) -> dict[str, f
             "p99_us": float(np.percentile(times, 99) * 1e6),
             "rtf_median": float(np.median(times) / period),
             "rtf_p99": float(np.percentile(times, 99) / period)}
+
+
+def bench_limiter(block: int, level: float, sample_rate: int, repeats: int = 7,
+                  blocks: int = 400) -> float:
+    """Median over ``repeats`` of the median time (s) the limiter takes for a block of noise at
+    ``level`` (RMS), continuing from block to block as in the engine."""
+    rng = np.random.default_rng(0)
+    limiter = Limiter(sample_rate)
+    audio = (rng.standard_normal((blocks, 2, block)) * level).astype(np.float32)
+    out = np.empty((2, block), dtype=np.float32)
+    for k in range(50):  # warm caches and the gain state
+        limiter.process(audio[k], out)
+    medians = []
+    for _ in range(repeats):
+        times = np.empty(blocks)
+        for k in range(blocks):
+            t0 = time.perf_counter()
+            limiter.process(audio[k], out)
+            times[k] = time.perf_counter() - t0
+        medians.append(np.median(times))
+    return float(np.median(medians))
 
 
 def bench_differentiable(seconds: float, sample_rate: int, backward: bool) -> float:
@@ -100,6 +126,14 @@ def main() -> None:
               f"{r['rtf_p99']:>8.4f}")
         results[f"streaming_rtf_{block}_median"] = round(r["rtf_median"], 5)
         results[f"streaming_rtf_{block}_p99"] = round(r["rtf_p99"], 5)
+    block = 256
+    period = block / args.sample_rate
+    for name, level in (("hot", 2.0), ("quiet", 0.1)):
+        seconds = bench_limiter(block, level, args.sample_rate)
+        print(f"limiter, {block} frames, {name} ({20 * np.log10(level):+.0f} dBFS RMS): "
+              f"{seconds * 1e6:.1f} us median, {seconds / period:.2%} of the block")
+        results[f"limiter_{block}_{name}_us"] = round(seconds * 1e6, 2)
+        results[f"limiter_rtf_{block}_{name}"] = round(seconds / period, 5)
     os.sched_setaffinity(0, affinity)
 
     forward = bench_differentiable(args.diff_seconds, args.sample_rate, backward=False)

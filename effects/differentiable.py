@@ -102,6 +102,9 @@ def biquad_cascade_response(coeffs: torch.Tensor, z1: torch.Tensor) -> torch.Ten
 class DifferentiableMixer(nn.Module):
     """Stems of decks A and B [B, 4, 2, N] and curves [B, F, 52] in, stereo mix [B, 2, N] out.
 
+    ``trim`` scales each deck's stems by a constant linear gain (its track's level, outside the
+    52 parameters): [B, 2] or anything that broadcasts to it; default 1.
+
     Parameter values outside [0, 1] are clamped (their gradient is then zero); NaN or infinite
     values, wrong shapes and a sample rate other than the config's raise ``ValueError``.
     """
@@ -124,7 +127,8 @@ class DifferentiableMixer(nn.Module):
         self.fdn_delay_steps = [int(d) for d in fdn.delays]
 
     def forward(self, stems_a: torch.Tensor, stems_b: torch.Tensor, params: torch.Tensor,
-                sample_rate: int | None = None, per_stem: bool = False) -> torch.Tensor:
+                sample_rate: int | None = None, per_stem: bool = False,
+                trim: torch.Tensor | float | None = None) -> torch.Tensor:
         """The mix [B, 2, N]; with ``per_stem`` each stem's share of it [B, 8, 2, N] instead.
 
         A stem's share is what the mix would be with every other stem silent (its own reverb
@@ -139,6 +143,8 @@ class DifferentiableMixer(nn.Module):
         deck_a, deck_b = crossfader_gains(controls[..., 8:9])
         deck = torch.cat([deck_a.expand(-1, -1, N_STEMS), deck_b.expand(-1, -1, N_STEMS)], -1)
         amp = (gain_to_amplitude(controls[..., :8]) * deck).transpose(1, 2)  # [B, 8, N]
+        if trim is not None:
+            amp = amp * self._deck_trim(trim, stems_a.shape[0], amp)[:, :, None]
         stems = torch.cat([stems_a, stems_b], dim=1) * amp[:, :, None, :]
         dry = self._filter(stems, curves, n, per_stem)
         # Controls over time, shaped to broadcast against dry [B, 2, N] or [B, 8, 2, N].
@@ -152,6 +158,19 @@ class DifferentiableMixer(nn.Module):
                 sent = sent.flatten(0, 1)
             dry = dry + self._reverb(sent, rt60).reshape(dry.shape)
         return gain_to_amplitude(controls[..., 9]).reshape(over_time) * dry
+
+    @staticmethod
+    def _deck_trim(trim: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """The trim as one gain per stem [B, 8], checked."""
+        trim = torch.as_tensor(trim, dtype=like.dtype, device=like.device)
+        try:
+            trim = trim.expand(batch, 2)
+        except RuntimeError:
+            raise ValueError(f"trim must broadcast to [batch={batch}, 2 decks], got "
+                             f"{list(trim.shape)}") from None
+        if not bool(torch.isfinite(trim).all()) or bool((trim < 0).any()):
+            raise ValueError("trim must hold finite gains >= 0")
+        return trim.repeat_interleave(N_STEMS, dim=1)
 
     def _filter(self, stems: torch.Tensor, curves: torch.Tensor, n: int,
                 per_stem: bool = False) -> torch.Tensor:

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .levels import LevelsConfig
+
 Quantize = Literal["off", "beat", "bar", "phrase"]
 
 
@@ -28,4 +30,5 @@ class EngineConfig(BaseModel):
     worker_threads: int = Field(1, ge=1)  # torch threads in the worker: leave the callback a core
     separator: str = "dsp"
     record_seconds: float = Field(30.0, gt=0)  # ring buffer between callback and recorder
+    levels: LevelsConfig = Field(default_factory=LevelsConfig)  # auto gain and the limiter
     seed: int = 0

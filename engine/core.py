@@ -13,6 +13,11 @@ grids: at every control block its position is set so that its beat is the cue be
 beats the outgoing deck has played since the start, and its rate follows the outgoing deck's
 tempo. The curves advance in the outgoing deck's beats, so "16 bars" lasts 16 bars at any tempo.
 
+Levels: each deck's stems are scaled by its track's trim (``Track.trim``, a part of the track,
+so it comes and goes with the track), and the mix goes through the true-peak limiter
+(engine.limiter) before anything else sees it: the host, the recorder and the offline renderer
+all get the limited mix, ``limiter.latency`` samples after the mixer made it.
+
 Key lock: a deck's rate is its tempo relative to the track as analysed; the reader advances
 rate / stretch samples of the copy the deck holds (the original, or a time-stretched copy that a
 ``Swap`` puts in place from the same beat, on a beat, crossfaded over one control block).
@@ -30,6 +35,8 @@ from effects.params import (MASTER_GAIN, N_DECK_PARAMS, N_PARAMS, PARAM_NAMES,
                             neutral_frame)
 
 from .deck import Track, read_stems, sync_rate
+from .levels import LevelsConfig
+from .limiter import Limiter
 from .transition import Scheduled, frame_at
 
 CONTROL_BLOCK = 128
@@ -116,11 +123,14 @@ class Status:
 class EngineCore:
     """Two decks into the streaming mixer, block by block (see the module's docstring)."""
 
-    def __init__(self, sample_rate: int = 44100, mixer: StreamingMixer | None = None) -> None:
+    def __init__(self, sample_rate: int = 44100, mixer: StreamingMixer | None = None,
+                 levels: LevelsConfig | None = None) -> None:
         self.sample_rate = sample_rate
         self.mixer = mixer or StreamingMixer(MixerConfig(sample_rate=sample_rate),
                                              max_block=CONTROL_BLOCK)
         self.mixer.reset()
+        levels = levels or LevelsConfig()
+        self.limiter = Limiter(sample_rate, levels.ceiling_dbtp, levels.release_ms)
         self.commands: deque[Command] = deque()
         self.events: deque[tuple[str, int]] = deque(maxlen=256)  # (what, clock)
         self._tracks: list[Track | None] = [None, None]
@@ -145,6 +155,7 @@ class EngineCore:
         self._fade_in = np.linspace(0.0, 1.0, CONTROL_BLOCK, dtype=np.float32)
         self._fade_out = 1.0 - self._fade_in
         self._mix = np.zeros((2, CONTROL_BLOCK), dtype=np.float32)
+        self._trim = np.ones(2)
         self._clock = 0
         self._errors = 0
         self._last_error = ""
@@ -205,7 +216,10 @@ class EngineCore:
                 if self._swaps[d] is not None:
                     self._switch(d, self._swaps[d])
                 self._stems[d] = 0.0
-        self.mixer.process(self._stems[0], self._stems[1], self._frame, self._mix)
+            if self._tracks[d] is not None:
+                self._trim[d] = self._tracks[d].trim
+        self.mixer.process(self._stems[0], self._stems[1], self._frame, self._mix, self._trim)
+        self.limiter.process(self._mix, self._mix)
         self._clock += CONTROL_BLOCK
 
     def _swap_on_beat(self, d: int, step: float) -> float:

@@ -29,6 +29,9 @@ class Track:
     analysis: TrackAnalysis
     # A key-lock copy: the track time-stretched to play this many times faster at its own pitch.
     stretch: float = 1.0
+    # Linear gain on the deck for this track's level (engine.levels.trim_for); it is part of the
+    # track, so a load or a swap brings it in with the stems, in one reference assignment.
+    trim: float = 1.0
 
     @cached_property
     def grid(self) -> BeatGrid:
@@ -67,15 +70,15 @@ class Track:
         return (self.grid.first_downbeat + beat * self.grid.beat_period) * sample_rate
 
 
-def track_from_analysis(analysis: TrackAnalysis) -> Track:
+def track_from_analysis(analysis: TrackAnalysis, trim: float = 1.0) -> Track:
     stems = np.ascontiguousarray(analysis.stems, dtype=np.float32)
-    return Track(analysis.source.rsplit("/", 1)[-1], stems, analysis)
+    return Track(analysis.source.rsplit("/", 1)[-1], stems, analysis, trim=trim)
 
 
 def stretched_track(track: Track, stems: np.ndarray) -> Track:
     """A key-lock copy of ``track`` (an original) from its time-stretched stems; the stretch is
     the ratio of the lengths, so the copy's grid lands on its beats to the sample."""
-    copy = Track(track.name, stems, track.analysis, track.samples / stems.shape[-1])
+    copy = replace(track, stems=stems, stretch=track.samples / stems.shape[-1])
     copy.grid  # noqa: B018 - computed here, not in the callback
     return copy
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from analysis.beats import BEATS_PER_BAR, PHRASE_BARS
-from analysis.track import analyze
+from analysis.track import TrackAnalysis, analyze
 from effects.params import PARAM_INDEX, PARAM_NAMES
 
 from . import core as c
 from .config import EngineConfig, Quantize
 from .deck import Track, track_from_analysis
 from .keylock import KeyLock
+from .levels import trim_for
 from .transition import Scheduled, Transition, next_start
 from .worker import (AnalyzeRequest, GenerateRequest, Generator, GenerationWorker, Result,
                      policy_transitions)
@@ -74,7 +75,7 @@ class Engine:
     def __init__(self, config: EngineConfig | None = None, core: c.EngineCore | None = None,
                  worker: GenerationWorker | None = None) -> None:
         self.config = config or EngineConfig()
-        self.core = core or c.EngineCore(self.config.sample_rate)
+        self.core = core or c.EngineCore(self.config.sample_rate, levels=self.config.levels)
         self.worker = worker
         self._generator = Generator(self.config.checkpoint, self.config.model_device) \
             if worker is None else None
@@ -108,11 +109,16 @@ class Engine:
             except (OSError, ValueError) as err:
                 self.messages.add(f"deck {DECK_NAMES[d]}: {err}")
                 return
-            self.put_track(d, track_from_analysis(analysis))
+            self.put_track(d, self.make_track(analysis))
             return
         serial = self.worker.submit(lambda s: AnalyzeRequest(s, str(path), self.config.sample_rate,
                                                              self.config.separator))
         self._loading[serial] = (d, str(path))
+
+    def make_track(self, analysis: TrackAnalysis) -> Track:
+        """A deck's track from an analysis, with the trim of its loudness (auto gain)."""
+        return track_from_analysis(analysis, trim_for(analysis.loudness_lufs,
+                                                      self.config.levels))
 
     def put_track(self, deck: int, track: Track) -> None:
         status = self.core.status
@@ -128,7 +134,8 @@ class Engine:
         self.keylock.loaded(deck, track)
         a = track.analysis
         self.messages.add(f"deck {DECK_NAMES[deck]}: {track.name}, {a.grid.describe()}, "
-                          f"{a.key_name} ({a.camelot})")
+                          f"{a.key_name} ({a.camelot}), {a.loudness_lufs:.1f} LUFS, "
+                          f"trim {20 * np.log10(track.trim):+.1f} dB")
         self._update_key_lock()
         self.plan_next()
 
@@ -368,7 +375,7 @@ class Engine:
 
     def _read_back(self, deck: int, path: str) -> None:
         try:
-            item: Track | BaseException = track_from_analysis(
+            item: Track | BaseException = self.make_track(
                 analyze(path, self.config.sample_rate, self.config.separator))
             item.vocal_bars  # noqa: B018 - computed here, off the loop's thread
         except Exception as err:  # noqa: BLE001 - reported by poll()

@@ -22,8 +22,9 @@ def differentiable() -> DifferentiableMixer:
 
 
 def render_streaming(mixer: StreamingMixer, stems_a: np.ndarray, stems_b: np.ndarray,
-                     frames: np.ndarray, block: int = 256) -> np.ndarray:
-    """Stream [4, 2, N] stems through the mixer; ``frames`` is one frame [52] or one per block."""
+                     frames: np.ndarray, block: int = 256, trim=None) -> np.ndarray:
+    """Stream [4, 2, N] stems through the mixer; ``frames`` is one frame [52] or one per block;
+    ``trim`` the decks' gains [2]."""
     mixer.reset()
     n = stems_a.shape[-1]
     out = np.zeros((2, n), dtype=np.float32)
@@ -31,16 +32,18 @@ def render_streaming(mixer: StreamingMixer, stems_a: np.ndarray, stems_b: np.nda
         stop = min(start + block, n)
         frame = frames if frames.ndim == 1 else frames[k]
         out[:, start:stop] = mixer.process(stems_a[..., start:stop], stems_b[..., start:stop],
-                                           frame)
+                                           frame, trim=trim)
     return out
 
 
 def render_differentiable(mixer: DifferentiableMixer, stems_a: np.ndarray, stems_b: np.ndarray,
-                          frame: np.ndarray) -> np.ndarray:
-    """One static frame through the differentiable mixer, numpy in and out."""
+                          frame: np.ndarray, trim=None) -> np.ndarray:
+    """One static frame through the differentiable mixer, numpy in and out; ``trim`` the decks'
+    gains [2]."""
     with torch.no_grad():
         out = mixer(torch.from_numpy(stems_a)[None], torch.from_numpy(stems_b)[None],
-                    torch.from_numpy(np.asarray(frame, dtype=np.float32))[None, None])
+                    torch.from_numpy(np.asarray(frame, dtype=np.float32))[None, None],
+                    trim=None if trim is None else torch.tensor(trim))
     return out[0].numpy()
 
 

@@ -140,7 +140,8 @@ def test_deck_b_plays_vinyl_style_at_deck_a_tempo():
     stems = np.zeros((4, 2, t.size), dtype=np.float32)
     stems[1] = np.sin(2 * np.pi * 220.0 * t)
     # Only the stems and their rate are read: no sections or features needed.
-    track = TrackAnalysis("tone", sr, stems, BeatGrid(120.0, 0.0, 4.0), 9, (), None)
+    track = TrackAnalysis("tone", sr, stems, BeatGrid(120.0, 0.0, 4.0), 9, (), None,
+                          float("-inf"))
     rate = 2 ** (2 / 12)  # two semitones faster
     out = excerpt(track, 1.0, 2.0, rate, 8000)
     assert out.shape == (4, 2, 16000)

@@ -131,14 +131,49 @@ def test_streaming_matches_differentiable_in_magnitude_response(streaming, diffe
     assert np.max(np.abs(db[0] - db[1])) < 0.5
 
 
-@pytest.mark.parametrize("seed", [21, 22])
-def test_streaming_equals_differentiable_with_every_effect_on(streaming, differentiable, seed):
+@pytest.mark.parametrize("seed, trim", [(21, None), (22, None), (21, (0.5, 1.8))])
+def test_streaming_equals_differentiable_with_every_effect_on(streaming, differentiable, seed,
+                                                             trim):
     a, b = noise_stems(seed), noise_stems(seed + 100)
     frame = random_frame(seed)
     frame[P.REVERB_WET] = 0.8
     frame[P.CROSSFADER] = 0.5
-    assert rel_db(render_differentiable(differentiable, a, b, frame),
-                  render_streaming(streaming, a, b, frame)) < -60
+    assert rel_db(render_differentiable(differentiable, a, b, frame, trim=trim),
+                  render_streaming(streaming, a, b, frame, trim=trim)) < -60
+
+
+@pytest.mark.parametrize("render", ["streaming", "differentiable"])
+def test_a_deck_trim_scales_that_deck_before_the_effects(render, request):
+    mixer = request.getfixturevalue(render)
+    draw = render_streaming if render == "streaming" else render_differentiable
+    a, b = noise_stems(25), noise_stems(26)
+    frame = random_frame(27)
+    frame[P.CROSSFADER] = 0.5
+    trimmed = draw(mixer, a, b, frame, trim=(0.5, 2.0))
+    assert rel_db(trimmed, draw(mixer, a * 0.5, b * 2.0, frame)) < -100
+    assert rel_db(draw(mixer, a, b, frame, trim=(1.0, 1.0)), draw(mixer, a, b, frame)) < -140
+
+
+def test_the_differentiable_trim_is_per_batch_item_and_broadcasts(differentiable):
+    torch.manual_seed(1)
+    a, b = torch.randn(2, 4, 2, 4096) * 0.1, torch.randn(2, 4, 2, 4096) * 0.1
+    curves = torch.rand(2, 4, P.N_PARAMS)
+    with torch.no_grad():
+        out = differentiable(a, b, curves, trim=torch.tensor([[1.0, 0.5], [2.0, 1.0]]))
+        assert torch.allclose(out[1], differentiable(a[1:] * 2.0, b[1:], curves[1:])[0],
+                              atol=1e-6)
+        assert torch.allclose(differentiable(a, b, curves, trim=0.5),
+                              differentiable(a * 0.5, b * 0.5, curves), atol=1e-6)
+
+
+def test_a_trim_change_ramps_over_one_block_in_the_streaming_mixer(streaming):
+    a = np.ones((4, 2, 512), dtype=np.float32) * 0.1
+    silent = np.zeros_like(a)
+    streaming.reset()
+    first = streaming.process(a[..., :256], silent[..., :256], neutral_frame(), trim=(1.0, 1.0))
+    ramp = streaming.process(a[..., 256:], silent[..., 256:], neutral_frame(), trim=(0.5, 1.0))
+    assert first[0, -1] == pytest.approx(0.4) and ramp[0, -1] == pytest.approx(0.2)
+    assert max_step(np.concatenate([first, ramp], axis=1)) < 0.001
 
 
 @pytest.mark.parametrize("highpass, lowpass", [(0.005, 0.995), (0.01, 0.99), (0.3, 0.3)])
@@ -279,6 +314,10 @@ def test_streaming_shape_errors_name_the_problem(streaming):
         streaming.process(a, a, neutral_frame()[:51])
     with pytest.raises(ValueError, match="C-contiguous float32"):
         streaming.process(a, a, neutral_frame(), out=np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="trim must be two finite gains"):
+        streaming.process(a, a, neutral_frame(), trim=np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match="trim must be two finite gains"):
+        streaming.process(a, a, neutral_frame(), trim=np.ones(3))
 
 
 def test_differentiable_errors_name_the_problem(differentiable):
@@ -296,6 +335,10 @@ def test_differentiable_errors_name_the_problem(differentiable):
         differentiable(a, a, bad)
     with pytest.raises(ValueError, match="48000 Hz but the mixer runs at 44100 Hz"):
         differentiable(a, a, curves, sample_rate=48000)
+    with pytest.raises(ValueError, match=r"trim must broadcast to \[batch=1, 2 decks\]"):
+        differentiable(a, a, curves, trim=torch.ones(3))
+    with pytest.raises(ValueError, match="finite gains"):
+        differentiable(a, a, curves, trim=-1.0)
 
 
 def test_config_rejects_settings_that_cannot_work():

@@ -62,6 +62,8 @@ def test_a_second_load_reads_the_cache_and_a_changed_file_does_not(tmp_path, tra
     np.savez(npz, **arrays)
     second = analyze(track_file, SR, cache=cache)
     assert second.key_index == 23 and first.key_index != 23
+    assert second.loudness_lufs == first.loudness_lufs
+    assert -30.0 < first.loudness_lufs < -10.0
     np.testing.assert_allclose(second.stems, first.stems, atol=2e-4)
     np.testing.assert_array_equal(second.features.stem_mels, first.features.stem_mels)
     assert second.grid == first.grid and second.sections == first.sections
