@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = tempfile.TemporaryDirectory()
     if args.real:
-        from real_corpus import corpus_paths
+        from real_corpus import fetch
 
-        tracks = corpus_paths()[:args.real]
+        tracks = [track.path() for track in fetch()][:args.real]
     else:
         tracks = args.tracks or generated_tracks(Path(work.name))
     pairs = list(zip(tracks, tracks[1:]))[:args.pairs]
