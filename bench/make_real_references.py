@@ -154,16 +154,15 @@ def merge() -> None:
     ess, mad = (json.loads(_raw_path(n).read_text()) for n in ("essentia", "madmom"))
     tracks = [t for t in fetch() if t.id in ess and t.id in mad]
     references = {t.id: merge_track(t, ess[t.id], mad[t.id]) for t in tracks}
-    doc = {
-        "about": "Reference tempo, beats and key of the real-music corpus (bench/real_corpus.json) "
-                 "where two estimators outside the project agree: essentia "
-                 "RhythmExtractor2013(multifeature) + KeyExtractor(edma) and madmom 0.16.1 "
-                 "RNN+DBN beats + CNN key. bpm: within 2 %, the mean of the two; beats: madmom's "
-                 "beats before beats_until seconds, kept where the two trackers' beats agree "
-                 "(F >= 0.9); key: both name it. null: they disagree (see estimates).",
-        "tracks": references,
-    }
-    REFERENCES.write_text(json.dumps(doc, indent=1) + "\n")
+    about = ("Reference tempo, beats and key of the real-music corpus (bench/real_corpus.json) "
+             "where two estimators outside the project agree: essentia "
+             "RhythmExtractor2013(multifeature) + KeyExtractor(edma) and madmom 0.16.1 RNN+DBN "
+             "beats + CNN key. bpm: within 2 %, the mean of the two; beats: madmom's beats before "
+             "beats_until seconds, kept where the two trackers' beats agree (F >= 0.9); key: both "
+             "name it. null: they disagree (see estimates).")
+    # One line per track: small diffs when references change, and the file stays readable.
+    lines = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in references.items())
+    REFERENCES.write_text(f'{{\n "about": {json.dumps(about)},\n "tracks": {{\n{lines}\n }}\n}}\n')
     agreed = {k: sum(r[k] is not None for r in references.values()) for k in ("bpm", "beats", "key")}
     print(f"{len(references)} tracks; agreed: {agreed}")
 

@@ -37,8 +37,10 @@ def score_track(reference: dict, result) -> dict:
     if bpm is not None:
         scores["bpm_ok"] = result is not None and _bpm_within(result.bpm, bpm, (1.0,))
         scores["octave_ok"] = result is not None and _bpm_within(result.bpm, bpm, (0.5, 1.0, 2.0))
-    if beats is not None:
-        found = (result.grid.beat_times() if result is not None else np.zeros(0))
+    if beats is not None and result is None:
+        scores["beat_f"] = 0.0
+    elif beats is not None:
+        found = result.grid.beat_times()
         found = found[found < reference["beats_until"]]
         scores["beat_f"] = float(mir_eval.beat.f_measure(np.array(beats), found, BEAT_WINDOW))
     if key is not None:
