@@ -18,9 +18,9 @@ only against numpy < 1.24 with Cython < 3:
     .venv/bin/python bench/make_real_references.py merge     # writes bench/real_references.json
 
 The first two write their raw estimates to <corpus>/references/<estimator>.json and skip tracks
-already there (they take about 0.05x and 0.2x real time). ``merge`` keeps a tempo where the two
-agree within 2 %, beats where they also agree (F-measure >= 0.9 at +-70 ms), a key where both name
-the same one; the rest is marked unknown and left out of that accuracy.
+already there (about 0.04x and 0.15x real time on the 2-core machine). ``merge`` keeps a tempo
+where the two agree within 2 %, beats where they also agree (F-measure >= 0.9 at +-70 ms), a key
+where both name the same one; the rest is marked unknown and left out of that accuracy.
 """
 
 from __future__ import annotations
