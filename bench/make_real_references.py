@@ -1,4 +1,4 @@
-"""Reference tempo, beats and key for the real-music corpus, from two estimators outside the project.
+"""Reference tempo, beats and key of the real-music corpus, from two estimators outside the project.
 
 Not part of the project's environment: each estimator runs in a throwaway virtual environment of
 its own, because essentia's wheel wants numpy 2 and madmom 0.16.1 (the last release) builds
@@ -174,7 +174,8 @@ def merge() -> None:
     # One line per track: small diffs when references change, and the file stays readable.
     lines = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in references.items())
     REFERENCES.write_text(f'{{\n "about": {json.dumps(about)},\n "tracks": {{\n{lines}\n }}\n}}\n')
-    agreed = {k: sum(r[k] is not None for r in references.values()) for k in ("bpm", "beats", "key")}
+    agreed = {k: sum(r[k] is not None for r in references.values())
+              for k in ("bpm", "beats", "key")}
     print(f"{len(references)} tracks; agreed: {agreed}")
 
 

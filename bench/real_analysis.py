@@ -81,7 +81,8 @@ def run(sample_rate: int, limit: int | None) -> dict:
                      f"{ref_key:>9} -> {result.key_name:>9}" if result is not None
                      else f"REFUSED ({refusal})")
             print(f"{track.id:50.50s} {ref_bpm} -> {found}  {seconds:.1f} s", flush=True)
-    counts = {name: sum(r[name] is not None for r in rows) for name in ("bpm_ok", "beat_f", "key_ok")}
+    counts = {name: sum(r[name] is not None for r in rows)
+              for name in ("bpm_ok", "beat_f", "key_ok")}
     print(f"{len(rows)} tracks, {sum(r['minutes'] for r in rows):.1f} min of audio; with an agreed "
           f"tempo {counts['bpm_ok']}, beats {counts['beat_f']}, key {counts['key_ok']}")
     return {

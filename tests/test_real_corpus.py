@@ -15,7 +15,7 @@ import real_corpus  # noqa: E402
 from real_analysis import score_track  # noqa: E402
 
 from analysis.beats import BeatGrid  # noqa: E402
-from analysis.key import key_index  # noqa: E402
+from analysis.key import PITCH_CLASSES, key_index  # noqa: E402
 
 
 def test_manifest_lists_enough_pinned_licensed_tracks():
@@ -54,8 +54,7 @@ def test_references_cover_the_corpus_with_a_valid_schema():
             assert ref["bpm"] is not None and np.all(np.diff(beats) > 0)
             assert beats[-1] < ref["beats_until"]
         if ref["key"] is not None:
-            key_index(("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-                      .index(ref["key"]["tonic"]), ref["key"]["mode"])
+            key_index(PITCH_CLASSES.index(ref["key"]["tonic"]), ref["key"]["mode"])
 
 
 def _result(bpm: float, key: int, first: float = 0.0) -> SimpleNamespace:
@@ -64,7 +63,8 @@ def _result(bpm: float, key: int, first: float = 0.0) -> SimpleNamespace:
 
 def test_scoring_of_one_track():
     beats = list(np.arange(0.0, 30.0, 0.5))
-    ref = {"bpm": 120.0, "beats": beats, "beats_until": 30.0, "key": {"tonic": "A", "mode": "minor"}}
+    ref = {"bpm": 120.0, "beats": beats, "beats_until": 30.0,
+           "key": {"tonic": "A", "mode": "minor"}}
     a_minor, c_major = key_index(9, "minor"), key_index(0, "major")
     exact = score_track(ref, _result(120.0, a_minor))
     assert exact["bpm_ok"] and exact["octave_ok"] and exact["key_ok"]
