@@ -1,10 +1,13 @@
 """Analysis accuracy and speed on generated tracks with exact ground truth.
 
     .venv/bin/python bench/analysis.py [--tracks 24] [--bars 40]
+    .venv/bin/python bench/analysis.py --real [--limit N]   # the real-music corpus instead
+
 
 Each track (90-175 BPM, every key once over 24 tracks, intro/drop/break/drop/outro) is written
 to a WAV file and analysed from that file with the built-in separator and an empty cache, as a
 user's file would be. Prints per-track rows and the summary; the last line is JSON.
+With --real, real recordings against outside references instead (see bench/real_analysis.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from analysis.separation import sdr_db  # noqa: E402
 from analysis.synth import render_track  # noqa: E402
 from analysis.track import analyze  # noqa: E402
 from effects.params import STEMS  # noqa: E402
+from real_analysis import report, run  # noqa: E402  (beside this file)
 
 SR = 44100
 
@@ -44,7 +48,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=24)
     parser.add_argument("--bars", type=int, default=40)
+    parser.add_argument("--real", action="store_true",
+                        help="the real-music corpus (fetched on first use) with outside references")
+    parser.add_argument("--limit", type=int, default=None, help="--real: only the first N tracks")
     args = parser.parse_args()
+    if args.real:
+        report(run(SR, args.limit))
+        return
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
