@@ -3,11 +3,12 @@
     .venv/bin/python bench/transitions.py [TRACK ...] [--real N] [--pairs 12] [--bars 16]
         [--methods model policy crossfade] [--checkpoint FILE]
 
-Every pair of tracks (consecutive pairs of the list: 1>2, 2>3, ...; ``--real N``: N tracks of
-the real-music corpus, fetched on first use) is rendered through the engine as ``main.py
+Every pair of tracks (consecutive pairs of the list: 1>2, 2>3, ...; ``--real N``: N tracks
+spread over the real-music corpus, fetched on first use) is rendered through the engine as ``main.py
 --render`` renders it (levels, mixer, limiter), from 30 s before the transition to 30 s after
 it, with the transition's curves from each method: the model (the shipped checkpoint), the rule
-policy, and a plain linear crossfade. For each render:
+policy, and a plain linear crossfade; pair k is rendered with the engine's seed k, so the policy
+plays its different styles. For each render:
 
 - the dip: the median 3 s short-term loudness (BS.1770) of the 30 s before and after the
   transition, minus the lowest short-term loudness while it runs (LU; 0 or less: no dip);
@@ -56,12 +57,12 @@ def loudness_dip(mix: np.ndarray, sample_rate: int, start: float, end: float,
     return float(np.median(loudness[around]) - loudness[during].min())
 
 
-def render_pair(path_a: Path, path_b: Path, method: str, bars: int,
-                checkpoint: str | None) -> tuple[np.ndarray, float, float, str]:
+def render_pair(path_a: Path, path_b: Path, method: str, bars: int, checkpoint: str | None,
+                seed: int = 0) -> tuple[np.ndarray, float, float, str]:
     """The render around the transition [2, N], its start and end (s into the render), and
-    what the engine said of the transition."""
+    what the engine said of the transition; ``seed``: the engine's (the policy's style)."""
     config = EngineConfig(bars=bars, checkpoint="none" if method != "model" else checkpoint,
-                          candidates=1)
+                          candidates=1, seed=seed)
     engine = Engine(config)
     engine.load(0, path_a)
     engine.load(1, path_b)
@@ -117,17 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.real:
         from real_corpus import fetch
 
-        tracks = [track.path() for track in fetch()][:args.real]
+        every = fetch()  # N tracks spread over the corpus: its packages differ in style
+        tracks = [every[i].path() for i in np.linspace(0, len(every) - 1, args.real).astype(int)]
     else:
         tracks = args.tracks or generated_tracks(Path(work.name))
     pairs = list(zip(tracks, tracks[1:]))[:args.pairs]
     dips: dict[str, list[float]] = {m: [] for m in args.methods}
     full_scale = {m: 0 for m in args.methods}
-    for path_a, path_b in pairs:
+    for k, (path_a, path_b) in enumerate(pairs):
         for method in args.methods:
             try:
                 mix, start, end, said = render_pair(path_a, path_b, method, args.bars,
-                                                    args.checkpoint)
+                                                    args.checkpoint, seed=k)
             except (RuntimeError, ValueError) as err:
                 print(f"{path_a.name} > {path_b.name}: {method}: skipped ({err})")
                 continue

@@ -94,10 +94,12 @@ def plan_transition(key_a: int, key_b: int, rng: np.random.Generator, n_frames: 
     elif style == "filter":
         depth = rng.uniform(0.55, 0.85)
         for stem in STEMS:
-            ramp(f"a_{stem}_highpass", [(0, 0.0), (end, depth)])
+            # A keeps its lows (under 50 Hz cut) until B's bass takes over at the swap: a
+            # sweep through the low end before then emptied the mix on real tracks.
+            ramp(f"a_{stem}_highpass", [(0, 0.0), (swap, 0.2), (end, depth)])
             ramp(f"b_{stem}_lowpass", [(0, rng.uniform(0.1, 0.4)), (swap + jitter, 1.0)])
     elif style == "echo_out":
-        out = swap - BEATS_PER_BAR
+        out = swap  # A drops on the downbeat where B's bass comes in: no bar with neither
         ramp("reverb_wet", [(out - 2 * BEATS_PER_BAR, 0.0), (out, rng.uniform(0.35, 0.6)),
                             (end - 0.25, 0.0)])
         ramp("reverb_decay", [(0, rng.uniform(0.5, 0.8))])
