@@ -34,10 +34,18 @@ _FLOOR_BINS = 9
 # A frame counts as music (not silence, not a drums-only intro) above this share of the median
 # tonal energy; a 4 s fade-in starts being heard within half a second at this level.
 _LIVE_SHARE = 0.03
+# A note's 3rd and 5th harmonics sound a fifth and a major third above it (an octave and two up)
+# and land in those pitch classes: an A minor chord's A puts C# into the chroma, which read as A
+# major. This share of each pitch class is taken off the fifth and the major third above it.
+# Chosen on the 44 real tracks with reference keys (full mixes) and the 24 generated keys: the
+# right key 0.61 -> 0.86 on the real ones (0.82-0.86 for shares 0.1-0.3 around it; 10 of the
+# 17 errors had been the parallel major), one generated key wrong.
+_HARMONIC_SPILL = (0.2, 0.2)  # 3rd harmonic (+7 semitones), 5th harmonic (+4 semitones)
 # The opening is weighted down with this time constant: about the first chord at 120-160 BPM.
 _OPENING_SECONDS = 1.0
-# How much the opening chord counts against the whole track when choosing major vs relative minor.
-_OPENING_WEIGHT = 1.0
+# How much the opening chord counts against the whole track when choosing major vs relative minor
+# (1.0 lost 4 of the 44 real keys that 0.2 got right: real tracks open on other chords too).
+_OPENING_WEIGHT = 0.2
 
 
 def _check_index(index: int) -> int:
@@ -155,6 +163,12 @@ def _chroma_and_live(mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return chroma, live
 
 
+def _without_harmonics(chroma: np.ndarray) -> np.ndarray:
+    """A 12-bin chroma vector less what its notes' harmonics put in other pitch classes."""
+    third, fifth = _HARMONIC_SPILL
+    return np.maximum(chroma - third * np.roll(chroma, 7) - fifth * np.roll(chroma, 4), 0.0)
+
+
 def _opening_chroma(chroma: np.ndarray, live: np.ndarray) -> np.ndarray:
     """Chroma of the first chord: frames from the first live one, fading with time."""
     seconds = (np.arange(chroma.shape[1]) - np.argmax(live)) * _HOP / ANALYSIS_RATE
@@ -174,8 +188,9 @@ def estimate_key(audio: np.ndarray, sample_rate: int) -> tuple[int, np.ndarray]:
     chroma, live = _chroma_and_live(_mono(audio, sample_rate))
     if not live.any():
         return 0, np.zeros(len(KEY_NAMES))
-    scores = _correlate(chroma[:, live].mean(axis=1), _TEMPLATES)
+    scores = _correlate(_without_harmonics(chroma[:, live].mean(axis=1)), _TEMPLATES)
     candidates = np.array([int(np.argmax(scores)), relative_key(int(np.argmax(scores)))])
-    opening = _correlate(_opening_chroma(chroma, live), _TONIC_CHORDS[candidates])
+    opening = _correlate(_without_harmonics(_opening_chroma(chroma, live)),
+                         _TONIC_CHORDS[candidates])
     evidence = scores[candidates] + _OPENING_WEIGHT * opening
     return int(candidates[np.argmax(evidence)]), scores
