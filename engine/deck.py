@@ -9,7 +9,7 @@ a rate change about 40 dB lower than linear interpolation at the same cost in co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -57,6 +57,13 @@ class Track:
     def vocal_bars(self) -> np.ndarray:
         """Which bars carry vocals (computed once per track, for the policy's vocal rule)."""
         return vocal_bars(self.analysis)
+
+    def regridded(self, analysis: TrackAnalysis) -> Track:
+        """This copy (the same stems and stretch) with ``analysis``, the same music on another
+        beat grid; the grid is computed here, not when the callback first reads it."""
+        copy = replace(self, analysis=analysis)
+        copy.grid  # noqa: B018
+        return copy
 
     def beat_at(self, position: float, sample_rate: int) -> float:
         """Beat (0 at the first downbeat) at a position in samples."""
