@@ -367,8 +367,9 @@ class EngineCore:
         track = self._tracks[d]
         if track is None or track.analysis.stems is not analysis.stems:
             return  # another track went on the deck since
-        if self._phase in ("running", "returning"):
+        if self._phase in ("running", "returning") and analysis.grid != track.analysis.grid:
             return  # the decks are beat-locked: a new grid would move the slaved deck's audio
+        # (the same grid with new features goes on, so key lock's copies still match the deck)
         # A few small immutable objects, like the status snapshot; no array is copied.
         self._tracks[d] = track.regridded(analysis)
         if self._swaps[d] is not None:
