@@ -75,6 +75,16 @@ def vocal_bars(result: TrackAnalysis) -> np.ndarray:
     return level > level.max() - VOCALS_WITHIN_DB
 
 
+def track_hash(path: Path | str) -> str:
+    """What identifies a track's music: the hash of its file's bytes, or of its stem files'
+    (a folder); "" for a path that is neither."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.stem.lower() in STEMS)
+        return "".join(content_hash(p) for p in files) + "stems"
+    return content_hash(path) if path.is_file() else ""
+
+
 def analyze(path: Path | str, sample_rate: int = 44100, separator: str | Separator = "dsp",
             cache: AnalysisCache | None = None,
             bpm_range: tuple[float, float] = DEFAULT_BPM_RANGE) -> TrackAnalysis:
@@ -89,11 +99,7 @@ def analyze(path: Path | str, sample_rate: int = 44100, separator: str | Separat
     cache = cache if cache is not None else AnalysisCache(version=ANALYSIS_VERSION)
     settings = json.dumps({"rate": sample_rate, "separator": separator_name,
                            "bpm_range": list(bpm_range)})
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.stem.lower() in STEMS)
-        digest_input = "".join(content_hash(p) for p in files) + "stems"
-    else:
-        digest_input = content_hash(path) if path.is_file() else ""
+    digest_input = track_hash(path)
     digest = hashlib.sha256((digest_input + settings).encode()).hexdigest()
     if digest_input:
         cached = _from_cache(cache, digest, str(path), sample_rate)

@@ -15,10 +15,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from engine.engine import GRID_ACTIONS
+
 Command = Literal["param", "filter", "play", "cue", "sync", "tempo", "jog", "trigger", "abort",
-                  "hold", "regenerate", "bars", "candidate", "shift", "keylock"]
+                  "hold", "regenerate", "bars", "candidate", "shift", "keylock", "grid"]
 # Commands that act on a deck.
-DECK_COMMANDS = {"filter", "play", "cue", "sync", "tempo", "jog"}
+DECK_COMMANDS = {"filter", "play", "cue", "sync", "tempo", "jog", "grid"}
 BARS_CHOICES = (4, 8, 16, 32)
 
 
@@ -53,7 +55,7 @@ class Control(BaseModel):
     command: Command
     deck: Literal["a", "b"] | None = None
     # The parameter(s) of a "param" command: a name, or a pattern such as "a_*_low_eq" (a
-    # deck's EQ knob turns the EQ of all its stems).
+    # deck's EQ knob turns the EQ of all its stems); what a "grid" button does (GRID_ACTIONS).
     target: str | None = None
     invert: bool = False
     soft_takeover: bool = True  # continuous controls: act only once they reach the value
@@ -65,6 +67,8 @@ class Control(BaseModel):
             raise ValueError(f"command {self.command!r} needs a deck (a or b)")
         if self.command == "param" and not self.target:
             raise ValueError("command 'param' needs a target parameter name")
+        if self.command == "grid" and self.target not in GRID_ACTIONS:
+            raise ValueError(f"command 'grid' needs a target: {', '.join(GRID_ACTIONS)}")
         if self.lsb is not None and self.message != "cc":
             raise ValueError("only control changes (cc) come as 14-bit pairs")
         return self

@@ -161,6 +161,8 @@ class MidiController:
             e.select((e.candidate + 1) % n)
         elif c.command == "keylock":  # a toggle, like a deck's KEY LOCK button
             e.set_key_lock(not e.key_lock)
+        elif c.command == "grid":
+            e.grid(c.deck, c.target)
         else:
             {"cue": lambda: e.cue(c.deck), "sync": lambda: e.sync(c.deck),
              "trigger": e.trigger, "abort": e.abort, "regenerate": e.regenerate}[c.command]()

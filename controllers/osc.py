@@ -127,7 +127,7 @@ def _press(action: Callable[[Any], Any]) -> Callable[[Any, tuple], None]:
 
 
 def routes() -> dict[str, Route]:
-    """The address space (the README's table is made from it)."""
+    """The address space (the README's table is made from it: ``address_table``)."""
     table = [
         Route("/transition/trigger", "-|f", "start the transition (on press)",
               _press(lambda e: e.trigger())),
@@ -166,10 +166,37 @@ def routes() -> dict[str, Route]:
                   lambda e, a, d=deck: e.tempo(d, 1.0 + 0.16 * (unit(a) - 0.5))),
             Route(f"/deck/{deck}/load", "s", "load a track (file or stem folder path)",
                   lambda e, a, d=deck: e.load(d, text(a))),
+            Route(f"/deck/{deck}/grid/shift", "f", "move the beat grid by beats (+: later), "
+                  "within ±4", lambda e, a, d=deck: e.grid_shift(d, number(a))),
+            Route(f"/deck/{deck}/grid/downbeat", "-|f", "the play position becomes a downbeat",
+                  _press(lambda e, d=deck: e.grid_downbeat(d))),
+            Route(f"/deck/{deck}/grid/half", "-|f", "half the grid's BPM (same anchor)",
+                  _press(lambda e, d=deck: e.grid_half(d))),
+            Route(f"/deck/{deck}/grid/double", "-|f", "double the grid's BPM (same anchor)",
+                  _press(lambda e, d=deck: e.grid_double(d))),
+            Route(f"/deck/{deck}/grid/tap", "-|f", "tap tempo: from the 4th tap the BPM of the "
+                  "taps, the last one a beat", _press(lambda e, d=deck: e.grid_tap(d))),
         ]
     table += [Route(f"/param/{name}", "f", "any of the 52 parameters, 0..1",
                     lambda e, a, n=name: e.set_param(n, unit(a))) for name in PARAM_NAMES]
     return {r.address: r for r in table}
+
+
+def address_table() -> str:
+    """The README's table of addresses (a test checks the README holds it): one row for both
+    decks' addresses and one for the parameters'."""
+    rows = ["| address | arguments | meaning |", "| --- | --- | --- |"]
+    seen = set()
+    for route in routes().values():
+        address = route.address.replace("/deck/a/", "/deck/{a,b}/")
+        if address.startswith("/deck/b/"):
+            continue
+        if address.startswith("/param/"):
+            address = "/param/<name>"
+        if address not in seen:
+            seen.add(address)
+            rows.append(f"| `{address}` | {route.types} | {route.meaning} |")
+    return "\n".join(rows)
 
 
 @dataclass

@@ -367,6 +367,30 @@ def effects_row() -> list[ET.Element]:
     return items
 
 
+def grid_page() -> list[ET.Element]:
+    """Beat-grid editing per deck: the grid's BPM, moves by a 16th and a 64th of a beat,
+    downbeat here, half and double tempo, and a big TAP pad."""
+    items = []
+    for d, (deck, color) in enumerate(DECK_COLORS.items()):
+        x0, top = 512 * d, f"/deck/{deck}/grid"
+        items += [label(f"grid_{deck}_title", Rect(x0 + 8, 8, 200, 40), f"DECK {deck.upper()}",
+                        color, 20),
+                  label(f"grid_{deck}_bpm_caption", Rect(x0 + 216, 8, 60, 40), "BPM", GREY),
+                  label(f"grid_{deck}_bpm", Rect(x0 + 276, 8, 120, 40), "-", WHITE, 20,
+                        feedback=f"/deck/{deck}/bpm")]
+        for k, (text, beats) in enumerate((("<< 1/16", -1 / 16), ("< 1/64", -1 / 64),
+                                           ("1/64 >", 1 / 64), ("1/16 >>", 1 / 16))):
+            items += press(f"grid_{deck}_shift_{k}", Rect(x0 + 8 + 124 * k, 64, 118, 80), color,
+                           text, f"{top}/shift", constant("FLOAT", beats))
+        for k, (what, text) in enumerate((("downbeat", "DOWNBEAT HERE"), ("half", "BPM / 2"),
+                                          ("double", "BPM x 2"))):
+            items += press(f"grid_{deck}_{what}", Rect(x0 + 8 + 166 * k, 160, 160, 80), color,
+                           text, f"{top}/{what}")
+        items += press(f"grid_{deck}_tap", Rect(x0 + 8, 256, 496, 200), color, "TAP",
+                       f"{top}/tap")
+    return items
+
+
 def page(name: str, tab: str, children: list[ET.Element]) -> ET.Element:
     return node("GROUP", name, Rect(0, 40, WIDTH, 560), CLEAR, children=children, outline=False,
                 tabColorOff=Color(0.2, 0.2, 0.22), tabColorOn=CLEAR, tabLabel=tab,
@@ -397,13 +421,15 @@ def live_strip() -> list[ET.Element]:
 
 
 def build() -> ET.Element:
-    """The whole document: three pages (mix, EQ, filters and reverb) over the live strip."""
+    """The whole document: four pages (mix, EQ, filters and reverb, beat grid) over the live
+    strip."""
     mix = deck_strip("a", 0) + transition_panel() + deck_strip("b", 724)
     eq = knob_page(("high_eq", "mid_eq", "low_eq"), ("HIGH", "MID", "LOW"))
     filters = knob_page(("highpass", "lowpass"), ("HIGHPASS", "LOWPASS")) + effects_row()
     pager = node("PAGER", "pages", Rect(0, 0, WIDTH, 600), Color(0.12, 0.12, 0.14),
                  children=[page("mix", "MIX", mix), page("eq", "EQ", eq),
-                           page("filters", "FILTERS + REVERB", filters)])
+                           page("filters", "FILTERS + REVERB", filters),
+                           page("grid", "BEAT GRID", grid_page())])
     root = node("GROUP", "automix", Rect(0, 0, WIDTH, HEIGHT), Color(0.05, 0.05, 0.06),
                 children=[pager, *live_strip()])
     ids = [n.get("ID") for n in root.iter("node")]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.track import TrackAnalysis
 from effects import MixerConfig, StreamingMixer
 from effects.params import (MASTER_GAIN, N_DECK_PARAMS, N_PARAMS, PARAM_NAMES,
                             neutral_frame)
@@ -78,6 +79,16 @@ class Swap:
 
 
 @dataclass(frozen=True)
+class Regrid:
+    """Give ``deck``'s music another beat grid (``analysis``: the same stems, a fixed grid). The
+    copies the deck holds keep their audio position; only the beat<->sample mapping changes,
+    from this control block on, so nothing is heard but the beat counted elsewhere."""
+
+    deck: int
+    analysis: TrackAnalysis
+
+
+@dataclass(frozen=True)
 class SetParam:
     index: int
     value: float
@@ -98,7 +109,7 @@ class Abort:
     pass
 
 
-Command = Load | Transport | Sync | Swap | SetParam | Schedule | Hold | Abort
+Command = Load | Transport | Sync | Swap | Regrid | SetParam | Schedule | Hold | Abort
 
 
 @dataclass(frozen=True)
@@ -361,6 +372,8 @@ class EngineCore:
             track = self._tracks[c.deck]
             if track is not None and track.analysis is c.track.analysis:  # the same music
                 self._swaps[c.deck] = c.track
+        elif isinstance(c, Regrid):
+            self._regrid(c.deck, c.analysis)
         elif isinstance(c, Load):
             if self._scheduled is not None and self._phase != "pending":
                 return  # never swap a track out from under a running transition
@@ -371,6 +384,18 @@ class EngineCore:
             self._rate[c.deck] = 1.0
             if self._phase == "pending":
                 self._end(aborted=True)
+
+    def _regrid(self, d: int, analysis: TrackAnalysis) -> None:
+        track = self._tracks[d]
+        if track is None or track.analysis.stems is not analysis.stems:
+            return  # another track went on the deck since
+        if self._phase in ("running", "returning") and analysis.grid != track.analysis.grid:
+            return  # the decks are beat-locked: a new grid would move the slaved deck's audio
+        # (the same grid with new features goes on, so key lock's copies still match the deck)
+        # A few small immutable objects, like the status snapshot; no array is copied.
+        self._tracks[d] = track.regridded(analysis)
+        if self._swaps[d] is not None:
+            self._swaps[d] = self._swaps[d].regridded(analysis)
 
     def _set_param(self, i: int, value: float) -> None:
         if self._scheduled is None or self._phase == "pending":

@@ -62,6 +62,13 @@ class Track:
         """Which bars carry vocals (computed once per track, for the policy's vocal rule)."""
         return vocal_bars(self.analysis)
 
+    def regridded(self, analysis: TrackAnalysis) -> Track:
+        """This copy (the same stems and stretch) with ``analysis``, the same music on another
+        beat grid; the grid is computed here, not when the callback first reads it."""
+        copy = replace(self, analysis=analysis)
+        copy.grid  # noqa: B018
+        return copy
+
     def beat_at(self, position: float, sample_rate: int) -> float:
         """Beat (0 at the first downbeat) at a position in samples."""
         return (position / sample_rate - self.grid.first_downbeat) / self.grid.beat_period

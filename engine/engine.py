@@ -8,14 +8,19 @@ calls a few times a second along with the status line.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from analysis.beats import BEATS_PER_BAR, PHRASE_BARS
-from analysis.track import TrackAnalysis, analyze
+from analysis import grid_edits
+from analysis.beats import BEATS_PER_BAR, PHRASE_BARS, BeatGrid
+from analysis.track import TrackAnalysis, analyze, track_hash
 from effects.params import PARAM_INDEX, PARAM_NAMES
 
 from . import core as c
@@ -23,11 +28,15 @@ from .config import EngineConfig, Quantize
 from .deck import Track, track_from_analysis
 from .keylock import KeyLock
 from .levels import trim_for
+from .taps import TapTempo
 from .transition import Scheduled, Transition, next_start
 from .worker import (AnalyzeRequest, GenerateRequest, Generator, GenerationWorker, Result,
                      policy_transitions)
 
 DECK_NAMES = ("A", "B")
+GRID_STEP = 1.0 / 64  # beats a grid nudge moves it: a jog wheel's tick, 7.8 ms at 120 BPM
+# What a controller's grid button does (the MIDI command "grid" names one as its target).
+GRID_ACTIONS = ("shift_back", "shift_forward", "downbeat", "half", "double", "tap")
 
 
 @dataclass
@@ -94,8 +103,13 @@ class Engine:
         self._last_events = 0
         self._last_errors = 0
         self._on_air = 0
-        self._loaded: list[tuple[int, Track | BaseException]] = []
-        self._lock = threading.Lock()  # guards _loaded between loader threads and the loop
+        self._loaded: list[tuple[int, tuple[Track, bool] | BaseException]] = []
+        self._taps = [TapTempo(), TapTempo()]
+        # Grid fixes are kept (features made again on the new grid, the file written) one at a
+        # time off the loop; a job whose edit was superseded meanwhile does nothing.
+        self._grid_jobs = ThreadPoolExecutor(1, "grid") if worker is not None else None
+        self._kept: list[tuple[int, TrackAnalysis, TrackAnalysis | None, str]] = []
+        self._lock = threading.Lock()  # guards _loaded and _kept between threads and the loop
 
     # --- decks ----------------------------------------------------------------------------
 
@@ -105,11 +119,11 @@ class Engine:
         d = deck_index(deck)
         if self.worker is None:
             try:
-                analysis = analyze(path, self.config.sample_rate, self.config.separator)
+                track, edited = self._open(path)
             except (OSError, ValueError) as err:
                 self.messages.add(f"deck {DECK_NAMES[d]}: {err}")
                 return
-            self.put_track(d, self.make_track(analysis))
+            self.put_track(d, track, edited)
             return
         serial = self.worker.submit(lambda s: AnalyzeRequest(s, str(path), self.config.sample_rate,
                                                              self.config.separator))
@@ -120,7 +134,13 @@ class Engine:
         return track_from_analysis(analysis, trim_for(analysis.loudness_lufs,
                                                       self.config.levels))
 
-    def put_track(self, deck: int, track: Track) -> None:
+    def _open(self, path: Path | str) -> tuple[Track, bool]:
+        """The analysed track with the grid kept for it, if one was (and whether one was)."""
+        analysis = analyze(path, self.config.sample_rate, self.config.separator)
+        analysis, edited = grid_edits.apply_saved(analysis, track_hash(path))
+        return self.make_track(analysis), edited
+
+    def put_track(self, deck: int, track: Track, grid_edited: bool = False) -> None:
         status = self.core.status
         if status.phase in ("running", "returning"):
             self.messages.add(f"deck {DECK_NAMES[deck]}: busy in a transition; load refused")
@@ -130,12 +150,14 @@ class Engine:
             self.messages.add(f"deck {DECK_NAMES[deck]} is on air; stop it before loading")
             return
         self.tracks[deck] = track
+        self._taps[deck] = TapTempo()
         self.core.send(c.Load(deck, track))
         self.keylock.loaded(deck, track)
         a = track.analysis
+        grid = ", grid: edited" if grid_edited else ""
         self.messages.add(f"deck {DECK_NAMES[deck]}: {track.name}, {a.grid.describe()}, "
                           f"{a.key_name} ({a.camelot}), {a.loudness_lufs:.1f} LUFS, "
-                          f"trim {20 * np.log10(track.trim):+.1f} dB")
+                          f"trim {20 * np.log10(track.trim):+.1f} dB{grid}")
         self._update_key_lock()
         self.plan_next()
 
@@ -173,6 +195,115 @@ class Engine:
 
     def sync(self, deck: int | str) -> None:
         self.core.send(c.Sync(deck_index(deck)))
+
+    # --- beat grid editing ----------------------------------------------------------------
+
+    def grid_shift(self, deck: int | str, beats: float) -> None:
+        """Move the deck's grid later by ``beats`` (earlier when negative; within a bar)."""
+        beats = float(beats)
+        if not math.isfinite(beats) or abs(beats) > BEATS_PER_BAR:
+            raise ValueError(f"grid shift {beats!r} beats: choose a number within "
+                             f"±{BEATS_PER_BAR}")
+        self._edit_grid(deck, f"moved {beats:+.4g} beats",
+                        lambda grid, at: grid_edits.shifted(grid, beats))
+
+    def grid_downbeat(self, deck: int | str) -> None:
+        """Make the deck's play position the downbeat of a bar (the tempo stays)."""
+        self._edit_grid(deck, "downbeat here",
+                        lambda grid, at: grid_edits.anchored(grid, at, grid.bpm))
+
+    def grid_half(self, deck: int | str) -> None:
+        self._edit_grid(deck, "half tempo", lambda grid, at: grid_edits.scaled(grid, 0.5))
+
+    def grid_double(self, deck: int | str) -> None:
+        self._edit_grid(deck, "double tempo", lambda grid, at: grid_edits.scaled(grid, 2.0))
+
+    def grid_tap(self, deck: int | str, now: float | None = None) -> None:
+        """A tap (at ``now`` on the monotonic clock, or now): from the fourth tap of a series
+        the deck's tempo is the taps', and the last tap a beat; which beat of the bar it is
+        stays as the grid had it, so the bars keep their place."""
+        d = deck_index(deck)
+        bpm = self._taps[d].tap(time.monotonic() if now is None else float(now))
+        if bpm is None:
+            return
+        self._edit_grid(d, "tapped", lambda grid, at: grid_edits.anchored(
+            grid, at, bpm, round(float(grid.beat_position(at))) % BEATS_PER_BAR))
+
+    def grid(self, deck: int | str, action: str) -> None:
+        """One of GRID_ACTIONS on a deck (a controller's grid buttons)."""
+        actions = {"shift_back": lambda d: self.grid_shift(d, -GRID_STEP),
+                   "shift_forward": lambda d: self.grid_shift(d, GRID_STEP),
+                   "downbeat": self.grid_downbeat, "half": self.grid_half,
+                   "double": self.grid_double, "tap": self.grid_tap}
+        if action not in actions:
+            raise ValueError(f"grid action {action!r}: choose one of {', '.join(GRID_ACTIONS)}")
+        actions[action](deck)
+
+    def _edit_grid(self, deck: int | str, what: str,
+                   make: Callable[[BeatGrid, float], BeatGrid]) -> None:
+        """Put ``make(grid, play position in seconds)`` on the deck at once (the audio does not
+        move), then keep it: features on the new grid and the file, off the loop."""
+        d = deck_index(deck)
+        name, track, status = DECK_NAMES[d], self.tracks[d], self.core.status
+        if track is None:
+            self.messages.add(f"deck {name}: grid {what}: no track on the deck")
+            return
+        if status.phase in ("running", "returning"):
+            self.messages.add(f"deck {name}: grid {what} refused: a transition is "
+                              f"{status.phase} (the decks are beat-locked)")
+            return
+        # The position is in samples of the copy the deck plays; the grid in the original's.
+        at = status.positions[d] * status.stretches[d] / self.config.sample_rate
+        try:
+            grid = make(track.analysis.grid, at)
+        except ValueError as err:
+            self.messages.add(f"deck {name}: grid {what} refused: {err}")
+            return
+        analysis = replace(track.analysis, grid=grid)
+        self._put_grid(d, track.regridded(analysis))
+        self.messages.add(f"deck {name}: grid {what}: {grid.bpm:.2f} BPM, first downbeat "
+                          f"{grid.first_downbeat:.3f} s")
+        if self._grid_jobs is None:
+            self._take_kept(*self._keep_grid(d, analysis))
+        else:
+            self._grid_jobs.submit(self._keep_in_background, d, analysis)
+
+    def _put_grid(self, d: int, track: Track) -> None:
+        self.tracks[d] = track
+        self.core.send(c.Regrid(d, track.analysis))
+        self.keylock.regridded(d, track)
+
+    def _keep_grid(self, d: int, analysis: TrackAnalysis
+                   ) -> tuple[int, TrackAnalysis, TrackAnalysis | None, str]:
+        """The analysis with features on its grid, and what to say; the grid kept for the
+        track's file (none for music that is not from a file)."""
+        try:
+            full = grid_edits.with_grid(analysis, analysis.grid)
+            key = track_hash(analysis.source)
+            if not key:
+                return d, analysis, full, "grid not kept (the track is not from a file)"
+            grid_edits.save_grid(key, analysis.grid)
+            return d, analysis, full, ""
+        except Exception as err:  # noqa: BLE001 - said by the loop; the new grid still plays
+            return d, analysis, None, f"grid not kept ({type(err).__name__}: {err})"
+
+    def _keep_in_background(self, d: int, analysis: TrackAnalysis) -> None:
+        track = self.tracks[d]
+        if track is None or track.analysis is not analysis:
+            return  # edited again or unloaded since: that edit is kept instead
+        kept = self._keep_grid(d, analysis)
+        with self._lock:
+            self._kept.append(kept)
+
+    def _take_kept(self, d: int, analysis: TrackAnalysis, full: TrackAnalysis | None,
+                   note: str) -> None:
+        if note:
+            self.messages.add(f"deck {DECK_NAMES[d]}: {note}")
+        track = self.tracks[d]
+        if full is None or track is None or track.analysis is not analysis:
+            return
+        self._put_grid(d, track.regridded(full))  # the same grid: only the features are new
+        self.plan_next()
 
     @property
     def key_lock(self) -> bool:
@@ -326,11 +457,14 @@ class Engine:
                 self.messages.add("generation worker stopped; the policy plays")
         with self._lock:
             loaded, self._loaded = self._loaded, []
+            kept, self._kept = self._kept, []
         for deck, item in loaded:
             if isinstance(item, BaseException):
                 self.messages.add(f"deck {DECK_NAMES[deck]}: {item}")
             else:
-                self.put_track(deck, item)
+                self.put_track(deck, *item)
+        for result in kept:
+            self._take_kept(*result)
         status = self.core.status
         new = status.events - self._last_events
         if new:
@@ -349,8 +483,10 @@ class Engine:
         return self.messages.drain()
 
     def close(self) -> None:
-        """Stop what runs beside the loop (key-lock stretches)."""
+        """Stop what runs beside the loop (key-lock stretches, grid fixes not yet kept)."""
         self.keylock.close()
+        if self._grid_jobs is not None:
+            self._grid_jobs.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Engine:
         return self
@@ -375,9 +511,8 @@ class Engine:
 
     def _read_back(self, deck: int, path: str) -> None:
         try:
-            item: Track | BaseException = self.make_track(
-                analyze(path, self.config.sample_rate, self.config.separator))
-            item.vocal_bars  # noqa: B018 - computed here, off the loop's thread
+            item: tuple[Track, bool] | BaseException = self._open(path)
+            item[0].vocal_bars  # noqa: B018 - computed here, off the loop's thread
         except Exception as err:  # noqa: BLE001 - reported by poll()
             item = err
         with self._lock:
@@ -419,7 +554,9 @@ class Engine:
         for d, name in enumerate("ab"):
             state[f"/deck/{name}/playing"] = int(s.playing[d])
             state[f"/deck/{name}/bar"] = int(s.beats[d] // BEATS_PER_BAR) + 1
-            track = self.tracks[d]
+            track = self.tracks[d]  # the grid's tempo as it plays (a grid fix changes it)
+            state[f"/deck/{name}/bpm"] = round(track.analysis.bpm * s.rates[d], 2) \
+                if track is not None else 0.0
             state[f"/deck/{name}/grid/confidence"] = (
                 round(track.grid.confidence, 2) if track is not None else 0.0)
         state["/beat"] = int(s.beats[s.on_air] % BEATS_PER_BAR) + 1

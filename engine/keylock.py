@@ -59,6 +59,11 @@ class KeyLock:
         self._copies[deck] = 1.0
         self._failed[deck] = None
 
+    def regridded(self, deck: int, track: Track) -> None:
+        """``deck``'s original now has another beat grid (the same stems): the stretches under
+        way go on, and the copies they make carry the new grid."""
+        self._tracks[deck] = track
+
     def update(self, on_air: int) -> list[str]:
         """Put finished copies on their decks and start the stretches the tempos call for;
         returns messages for the user."""

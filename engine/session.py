@@ -85,9 +85,21 @@ KEYS: dict[str, tuple[str, Callable[[Engine], str | None]]] = {
     "h": ("hold/release", lambda engine: engine.hold(not engine.core.status.held)),
     "r": ("regenerate", Engine.regenerate),
 }
+# Grid keys act on the deck on air, or on deck A or B with the letter before them ("b[").
+GRID_KEYS: dict[str, tuple[str, Callable[[Engine, int], None]]] = {
+    "[": ("grid -1/64 beat", lambda engine, deck: engine.grid(deck, "shift_back")),
+    "]": ("+1/64", lambda engine, deck: engine.grid(deck, "shift_forward")),
+    "d": ("downbeat here", Engine.grid_downbeat),
+    "/": ("half BPM", Engine.grid_half),
+    "*": ("double BPM", Engine.grid_double),
+    "t": ("tap tempo", Engine.grid_tap),
+}
 QUIT = "q"
-HELP = "  |  ".join([*(f"{key or 'Enter'}: {what}" for key, (what, _) in KEYS.items()),
-                     "1-8: candidate", f"{QUIT}: quit"])
+HELP = "\n".join([
+    "  |  ".join([*(f"{key or 'Enter'}: {what}" for key, (what, _) in KEYS.items()),
+                 "1-8: candidate", f"{QUIT}: quit"]),
+    "  |  ".join([*(f"{key}: {what}" for key, (what, _) in GRID_KEYS.items()),
+                  "deck on air, or a/b first (b[)"])])
 
 
 def press(engine: Engine, key: str) -> str | None:
@@ -99,6 +111,9 @@ def press(engine: Engine, key: str) -> str | None:
             return f"candidate {key}: {ready} ready"
         engine.select(int(key) - 1)
         return None
+    if key[-1:] in GRID_KEYS and key[:-1] in ("", "a", "b"):
+        GRID_KEYS[key[-1]][1](engine, "ab".index(key[0]) if key[:-1] else engine.outgoing)
+        return None  # the engine says what the grid did
     if key not in KEYS:
         return f"{key!r} does nothing; keys: {HELP}"
     return KEYS[key][1](engine)

@@ -138,6 +138,8 @@ def test_relative_encodings_shift_layer_and_momentary_hold(tmp_path, two_tracks)
     ("name: x\ncontrols: [\n", "line 3: not valid YAML"),
     ("name: x\ncontrols:\n  - {message: sysex, channel: 1, number: 1, command: trigger}\n",
      "line 3, field controls.0.message"),
+    ("name: x\ncontrols:\n  - {message: note, channel: 1, number: 1, command: grid, deck: a,\n"
+     "     target: sideways}\n", "line 3, field controls.0: Value error, command 'grid' needs"),
 ])
 def test_a_malformed_mapping_names_file_line_and_field(tmp_path, text, expected):
     path = tmp_path / "bad.yaml"
@@ -248,3 +250,31 @@ def test_learn_refuses_an_entry_the_mapping_would_not_load(tmp_path):
         add_control(path, bad, PARAM_NAMES)
     assert path.read_text() == before
     assert [c.target for c in load_mapping(path, PARAM_NAMES).controls] == ["a_bass_gain"]
+
+
+def test_grid_pads_of_the_generic_preset_and_the_ddj_400s_tap(two_tracks, monkeypatch):
+    engine = loaded_engine(two_tracks)
+    a, b = (t.grid for t in engine.tracks)
+    generic = MidiController(engine, load_mapping(PRESETS / "generic.yaml", PARAM_NAMES))
+
+    def pad(c: MidiController, note: int, channel: int = 0) -> None:
+        for velocity in (127, 0):  # press, release
+            c.handle(mido.Message("note_on", channel=channel, note=note, velocity=velocity))
+
+    pad(generic, 47)  # deck A forward a 64th of a beat
+    pad(generic, 47)
+    pad(generic, 46)  # and back one
+    pad(generic, 55)  # deck B half
+    settle(engine)
+    assert engine.tracks[0].grid.first_downbeat == pytest.approx(
+        a.first_downbeat + a.beat_period / 64)
+    assert engine.tracks[1].grid.bpm == pytest.approx(b.bpm / 2)
+    assert generic.ignored == 0
+    # The DDJ-400: SHIFT + deck 2's headphone CUE sends note 0x68 on channel 2: tap tempo.
+    ddj = MidiController(engine, load_mapping(PRESETS / "ddj-400.yaml", PARAM_NAMES))
+    clock = iter(200.0 + 0.5 * k for k in range(5))
+    monkeypatch.setattr("engine.engine.time.monotonic", lambda: next(clock))
+    for _ in range(5):
+        pad(ddj, 0x68, channel=1)
+    assert engine.tracks[1].grid.bpm == pytest.approx(120.0)
+    assert engine.tracks[0].grid.bpm == a.bpm

@@ -216,3 +216,46 @@ def test_ableton_tempo_is_followed(two_tracks):
     assert follower.bpm == 127.5
     bpm_a = engine.tracks[0].analysis.bpm
     assert engine.core.status.rates[0] == pytest.approx(127.5 / bpm_a)
+
+
+def test_grid_addresses_edit_the_decks_grids_and_bad_values_are_refused(two_tracks):
+    engine = loaded_engine(two_tracks)
+    a, b = (t.grid for t in engine.tracks)
+
+    async def scenario():
+        server = await serve(engine)
+        client = SimpleUDPClient("127.0.0.1", server.port)
+        client.send_message("/deck/a/grid/shift", 0.25)
+        client.send_message("/deck/b/grid/half", 1.0)
+        client.send_message("/deck/b/grid/half", 0.0)  # the release: nothing
+        client.send_message("/deck/a/grid/shift", float("nan"))
+        client.send_message("/deck/a/grid/shift", 9.0)
+        client.send_message("/deck/a/grid/shift", "late")
+        await pause()
+        for _ in range(4):  # taps as fast as UDP goes: far beyond 300 BPM, refused
+            client.send_message("/deck/b/grid/tap", [])
+        client.send_message("/deck/b/grid/double", [])
+        client.send_message("/deck/a/grid/downbeat", [])
+        await asyncio.sleep(0.5)
+        server.close()
+        return server
+
+    server = asyncio.run(scenario())
+    settle(engine)
+    assert server.stats.rejected == 3 and server.stats.handled == 9
+    assert engine.tracks[1].grid.bpm == pytest.approx(b.bpm)  # halved, then doubled
+    grid = engine.tracks[0].grid
+    assert grid.bpm == a.bpm and grid.first_downbeat == 0.0  # a stopped deck: at 0
+    said = engine.messages.drain()
+    assert any("moved +0.25 beats" in m for m in said)
+    assert any("tapped refused" in m for m in said)
+    assert engine.core.status.errors == 0
+
+
+def test_the_readme_lists_every_address():
+    from pathlib import Path
+
+    from controllers.osc import address_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert address_table() in readme, "README's OSC table is stale: paste address_table()"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import uuid
 import xml.etree.ElementTree as ET
 import zlib
@@ -200,7 +201,7 @@ def state(engine: Engine, server: OSCServer) -> dict[str, object]:
                 stopped_at=[None if p else round(b, 6) for b, p in zip(s.beats, s.playing)],
                 phase=s.phase, held=s.held, key_lock=engine.key_lock, bars=engine.bars,
                 quantize=engine.quantize, guidance=engine.guidance, candidate=engine.candidate,
-                plan=Same(engine.plan),
+                plan=Same(engine.plan), grids=[t.grid for t in engine.tracks],
                 feedback=list(server.feedback))
 
 
@@ -222,6 +223,9 @@ PREPARE = {
     "/transition/bars": lambda e, args: e.set_bars(1),
     "/transition/quantize": lambda e, args: e.set_quantize("beat" if args[0][1] == "off"
                                                            else "off"),
+    # Three taps half a second apart: the pad's tap is the fourth.
+    **{f"/deck/{d}/grid/tap": lambda e, args, d=d: [
+        e.grid_tap(d, time.monotonic() - 0.5 * k) for k in (3, 2, 1)] for d in "ab"},
 }
 
 
