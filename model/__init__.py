@@ -16,4 +16,5 @@ def create_model(config: Config | None = None) -> TransitionDiffusion:
 
 __all__ = ["Config", "ConditioningEncoder", "Denoiser", "Diffusion", "DiffusionConfig",
            "MelEncoder", "MetadataEncoder", "ModelConfig", "TrackFeatures", "TrainConfig",
-           "TransitionDiffusion", "create_model", "get_config", "load_model", "pick_device", "save_model", "train"]
+           "TransitionDiffusion", "create_model", "get_config", "load_model", "pick_device",
+           "save_model", "train"]
