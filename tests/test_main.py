@@ -139,8 +139,8 @@ def test_main_live_takes_a_trigger_over_osc_and_closes_its_port(tmp_path, capsys
     presser.start()
     try:
         code = main.main(["--deck-a", str(decks[0]), "--deck-b", str(decks[1]), "--device",
-                          str(jack_server), "--bars", "2", "--seconds", "14", "--checkpoint",
-                          "none", "--osc", str(port)])
+                          str(jack_server), "--bars", "2", "--seconds", "25", "--checkpoint",
+                          "none", "--quantize", "off", "--osc", str(port)])
     finally:
         stop.set()
         presser.join()
