@@ -430,8 +430,8 @@ class Engine:
         track = self.tracks[out]
         left = track.grid.beat_position(track.grid.duration) - (
             status.beats[out] if start is None else start)
-        if left < transition.beats:  # the outgoing track ends first: the curves run faster
-            bars = max(1, int(left / BEATS_PER_BAR + 0.05))  # as Track.bars counts them
+        bars = max(1, int(left / BEATS_PER_BAR + 0.05))  # what is left, as Track.bars counts
+        if bars < transition.bars:  # the outgoing track ends first: the curves run faster
             transition = replace(transition, bars=bars)
             how += f", shortened to {bars} bars (deck {DECK_NAMES[out]} ends)"
         self.core.send(c.Schedule(Scheduled(transition, out, start, 0.0)))
