@@ -26,7 +26,7 @@ from .loudness import integrated_loudness
 from .separation import Separator, get_separator
 
 # Bump when any analysis step changes its results: old cache entries are then recomputed.
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3
 # Vocals count as present in a bar within this many dB of the track's loudest vocal bar: above the
 # DSP separator's leakage of the other stems into the vocal stem.
 VOCALS_WITHIN_DB = 15.0
@@ -126,8 +126,10 @@ def analyze_stems(stems: np.ndarray, sample_rate: int, source: str = "<stems>",
         grid = estimate_beat_grid(mix, sample_rate, bpm_range)
     except ValueError as err:
         raise AnalysisError(f"{source}: beat grid: {err}") from None
-    # The key is in the harmony: the drums only blur the chroma.
-    key_index, _ = estimate_key(stems[1:].sum(axis=0), sample_rate)
+    # The key from the whole mix: the chroma keeps tonal peaks only, so drums hardly count, and
+    # the DSP separator's stems without drums lost harmony (real corpus: key or relative 0.82
+    # from them, 0.89 from the mix).
+    key_index, _ = estimate_key(mix, sample_rate)
     sections = tuple(segment(stems, sample_rate, grid))
     features = track_features(stems, sample_rate, grid, key_index, list(sections))
     return TrackAnalysis(source, sample_rate, stems, grid, key_index, sections, features,

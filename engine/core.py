@@ -201,6 +201,9 @@ class EngineCore:
             self._errors += 1
             self._last_error = f"{type(err).__name__}: {err}"
             self._clock += n - done
+        # Once per block, not per control block: each call of the compiled kernel costs its
+        # dispatch, and four of them a callback cost the audio xruns under a MIDI/OSC flood.
+        self.limiter.process(out, out)
         self.status = self._snapshot()
 
     def _control_block(self) -> None:
@@ -230,7 +233,6 @@ class EngineCore:
             if self._tracks[d] is not None:
                 self._trim[d] = self._tracks[d].trim
         self.mixer.process(self._stems[0], self._stems[1], self._frame, self._mix, self._trim)
-        self.limiter.process(self._mix, self._mix)
         self._clock += CONTROL_BLOCK
 
     def _swap_on_beat(self, d: int, step: float) -> float:

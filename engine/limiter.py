@@ -78,7 +78,7 @@ _LIMIT_SIG = ("void(float32[:, :], float32[:, :], float64[:, ::1], float64, floa
               "float64[:, ::1], float64[::1], float64[::1], float64[::1], int64[::1])")
 
 
-@numba.njit(_LIMIT_SIG, cache=True, nogil=True, error_model="numpy")
+@numba.njit(_LIMIT_SIG, cache=True, error_model="numpy")
 def limit(audio, out, taps, target, release, latency, history, needed, ramp, gains, counters):
     """Limit ``audio`` [2, N] into ``out`` [2, N] (may be the same array), ``latency`` samples
     late (see the module's docstring).
