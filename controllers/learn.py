@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from .mapping import Control, Mapping, MappingError, load_mapping, unknown_target
-from .midi import open_ports
+from .midi import matching
 
 
 def control_from(message: mido.Message, command: str, deck: str | None = None,
@@ -73,7 +73,7 @@ def learn(path: Path, port_name: str | None, command: str, deck: str | None = No
     and add it to the mapping at ``path`` as ``command``. Raises OSError (no such port),
     TimeoutError or ValueError (a message or an entry that cannot be learned)."""
     backend = mido.Backend(os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi"))
-    names = open_ports(backend, port_name)
+    names = matching(backend.get_input_names(), port_name)
     if not names:
         raise OSError(f"no MIDI input port matches {port_name or '(any)'}")
     with backend.open_input(names[0]) as port:

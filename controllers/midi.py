@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import mido
 import numpy as np
@@ -241,9 +241,58 @@ class MidiController:
         return out
 
 
-def open_ports(backend: mido.Backend, name: str | None) -> list[str]:
-    """Input ports whose name contains ``name`` (all of them for None)."""
-    return [p for p in backend.get_input_names() if name is None or name.lower() in p.lower()]
+CLIENT = "automix-live"  # our MIDI clients' name: their own ports are never taken as a controller
+
+
+def matching(ports: list[str], name: str | None) -> list[str]:
+    """The ports whose name contains ``name`` (all of them for None), ours left out."""
+    return [p for p in ports if (name is None or name.lower() in p.lower())
+            and not p.startswith(CLIENT)]
+
+
+class Ports:
+    """The open ports of one direction, one rtmidi client (a JACK or ALSA client) each.
+
+    Ports are listed through a client already open, and a client whose port went away is kept
+    to list with and to open the next one. mido's get_input_names() opens and closes a client at
+    each call; each JACK client that comes or goes re-sorts the JACK graph, and each one running
+    is one more thread that JACK wakes every period: both cost the audio xruns.
+    """
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+        self.open: dict[str, Any] = {}
+        self._spare: Any = None
+
+    def _client(self) -> Any:
+        if self._spare is None:
+            self._spare = self.make()
+        return self._spare
+
+    def scan(self, name: str | None) -> list[str]:
+        """Open newly plugged matching ports, close vanished ones; returns the new names."""
+        lister = next(iter(self.open.values()), None)
+        names = matching((lister if lister is not None else self._client()).get_ports(), name)
+        for gone in set(self.open) - set(names):
+            port = self.open.pop(gone)
+            port.close_port()
+            if self._spare is None:
+                self._spare = port
+            else:
+                port.delete()
+        new = [n for n in names if n not in self.open]
+        for n in new:
+            port, self._spare = self._client(), None
+            port.open_port(port.get_ports().index(n))
+            self.open[n] = port
+        return new
+
+    def close(self) -> None:
+        for port in [*self.open.values(), self._spare]:
+            if port is not None:
+                port.delete()
+        self.open.clear()
+        self._spare = None
 
 
 class MidiInput:
@@ -265,8 +314,10 @@ class MidiInput:
         # MIDO_BACKEND picks the API as in mido, e.g. mido.backends.rtmidi/UNIX_JACK for JACK.
         self.backend = backend or mido.Backend(os.environ.get("MIDO_BACKEND",
                                                               "mido.backends.rtmidi"))
-        self.inputs: dict[str, rtmidi.MidiIn] = {}
-        self.outputs: dict[str, Any] = {}
+        api = getattr(rtmidi, f"API_{self.backend.api}") if self.backend.api \
+            else rtmidi.API_UNSPECIFIED
+        self._inputs = Ports(lambda: self._input(api))
+        self._outputs = Ports(lambda: rtmidi.MidiOut(rtapi=api, name=f"{CLIENT} LEDs"))
         self.error = ""
         self.undecodable = 0
         self._bad = RateLimitedLog(log, "bad MIDI messages")
@@ -275,32 +326,28 @@ class MidiInput:
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
 
+    @staticmethod
+    def _input(api: int) -> rtmidi.MidiIn:
+        port = rtmidi.MidiIn(rtapi=api, name=f"{CLIENT} in", queue_size_limit=QUEUE)
+        port.ignore_types(sysex=False, timing=False, active_sense=True)
+        return port
+
+    @property
+    def inputs(self) -> dict[str, rtmidi.MidiIn]:
+        return self._inputs.open
+
     def scan(self, loop: asyncio.AbstractEventLoop) -> list[str]:
         """Open newly plugged matching ports, forget vanished ones; returns the new names.
         A MIDI system that cannot be opened is reported in ``error``, not raised."""
         try:
-            return self._scan(loop)
+            with self._ports_lock:
+                new = self._inputs.scan(self.name)
+                for name in set(self._arrival) - set(self.inputs):
+                    del self._arrival[name]
+            self._outputs.scan(self.name)
         except Exception as err:  # noqa: BLE001 - rtmidi raises its own types, SystemError
             self.error = f"MIDI unavailable ({type(err).__name__}: {err})"
             return []
-
-    def _scan(self, loop: asyncio.AbstractEventLoop) -> list[str]:
-        names = open_ports(self.backend, self.name)
-        new = [n for n in names if n not in self.inputs]
-        api = getattr(rtmidi, f"API_{self.backend.api}") if self.backend.api \
-            else rtmidi.API_UNSPECIFIED
-        with self._ports_lock:
-            for gone in set(self.inputs) - set(names):
-                self.inputs.pop(gone).close_port()
-                self._arrival.pop(gone, None)
-            for n in new:
-                port = rtmidi.MidiIn(rtapi=api, queue_size_limit=QUEUE)
-                port.ignore_types(sysex=False, timing=False, active_sense=True)
-                port.open_port(port.get_ports().index(n))
-                self.inputs[n] = port
-        for n in self.backend.get_output_names():
-            if (self.name is None or self.name.lower() in n.lower()) and n not in self.outputs:
-                self.outputs[n] = self.backend.open_output(n)
         if self._poller is None:
             self._poller = threading.Thread(target=self._poll_forever, args=(loop,),
                                             name="midi-in", daemon=True)
@@ -346,18 +393,16 @@ class MidiInput:
 
     def send_feedback(self, state: dict[str, Any]) -> None:
         for message in self.controller.feedback_messages(state):
-            for port in self.outputs.values():
-                port.send(message)
+            for port in self._outputs.open.values():
+                port.send_message(message.bytes())
 
     def close(self) -> None:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=1.0)
         with self._ports_lock:
-            for port in self.inputs.values():
-                port.close_port()
-        for port in self.outputs.values():
-            port.close()
+            self._inputs.close()
+        self._outputs.close()
 
 
 class MidiClockOut:
