@@ -10,6 +10,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 import main
 from analysis.synth import render_track
+from model.checkpoint import DEFAULT_CHECKPOINT
 
 
 def test_synth_track_is_reproducible_with_exact_ground_truth():
@@ -25,9 +26,15 @@ def test_synth_track_is_reproducible_with_exact_ground_truth():
     assert not np.array_equal(other_seed.stems[2], a.stems[2])
 
 
-def test_main_renders_the_demo_transition(tmp_path, capsys):
+def test_main_renders_the_demo_transition_from_the_shipped_model(tmp_path, capsys):
     out = tmp_path / "mix.wav"
     assert main.main(["--render", str(out)]) == 0
+    text = capsys.readouterr().out
+    # The shipped checkpoint wrote the transition: a missing or unreadable file would have
+    # the rule-based policy stand in, and say so.
+    assert f"model {DEFAULT_CHECKPOINT} on " in text
+    assert ", model candidate 1/3, " in text
+    assert "policy" not in text
     mix, sr = sf.read(out)
     assert sr == 44100 and mix.shape[1] == 2
     assert mix.shape[0] / sr > 150  # 32 + 16 + 32 bars at 124 BPM
@@ -35,7 +42,7 @@ def test_main_renders_the_demo_transition(tmp_path, capsys):
     # The music never drops out: every second of the mix has signal (the break is the quietest).
     per_second = np.sqrt(np.mean(mix[: len(mix) // sr * sr].reshape(-1, sr, 2) ** 2, axis=(1, 2)))
     assert np.min(per_second) > 0.003
-    assert "wrote" in capsys.readouterr().out
+    assert f"wrote {out}" in text
 
 
 def test_main_analyzes_a_file_and_reports_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
