@@ -45,6 +45,14 @@ def test_main_renders_the_demo_transition_from_the_shipped_model(tmp_path, capsy
     assert f"wrote {out}" in text
 
 
+def test_the_demo_has_no_flag_of_its_own(capsys):
+    """The demo is what runs without decks; a --demo flag that nothing read is refused."""
+    with pytest.raises(SystemExit) as exit_:
+        main.main(["--demo"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --demo" in capsys.readouterr().err
+
+
 def test_main_analyzes_a_file_and_reports_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     track = render_track(seed=9, bpm=132.0, tonic=7, mode="major", bars=8)
