@@ -278,3 +278,20 @@ def test_grid_pads_of_the_generic_preset_and_the_ddj_400s_tap(two_tracks, monkey
         pad(ddj, 0x68, channel=1)
     assert engine.tracks[1].grid.bpm == pytest.approx(120.0)
     assert engine.tracks[0].grid.bpm == a.bpm
+
+
+def test_the_ddj_400s_shift_pad_1_steps_the_transition_length(two_tracks):
+    """SHIFT + pad 1 sends on the pads' channel + 1 (0x98 deck 1, 0x9A deck 2); each press is
+    the next length, 16 -> 32 -> 4 -> 8, and neither press nor release triggers anything."""
+    engine = loaded_engine(two_tracks)
+    ddj = MidiController(engine, load_mapping(PRESETS / "ddj-400.yaml", PARAM_NAMES))
+    assert engine.bars == 16
+    lengths = []
+    for status in (0x98, 0x98, 0x9A):
+        for velocity in (0x7F, 0x00):  # press, release
+            ddj.handle(mido.Message.from_bytes([status, 0x00, velocity]))
+        lengths.append(engine.bars)
+    settle(engine)
+    assert lengths == [32, 4, 8]
+    assert engine.plan is not None and engine.plan.bars == 8  # candidates for the new length
+    assert engine.core.status.phase == "idle" and ddj.ignored == 0
