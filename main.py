@@ -84,9 +84,8 @@ def analyze_command(path: Path, separator: str, weights: Path | None) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--deck-a", type=Path, help="track for deck A (a file or a stem folder)")
-    p.add_argument("--deck-b", type=Path, help="track for deck B")
-    p.add_argument("--demo", action="store_true", help="the two built-in generated tracks, "
-                   "with a transition triggered by itself (the default without decks)")
+    p.add_argument("--deck-b", type=Path, help="track for deck B (without both decks: the "
+                   "demo's two built-in tracks, with a transition triggered by itself)")
     p.add_argument("--render", type=Path, metavar="FILE",
                    help="render offline (A, the transition, B's continuation) and exit")
     p.add_argument("--transition-at", type=int, metavar="BAR",

@@ -133,7 +133,8 @@ class MidiController:
             self._relative(i, c, -steps if c.invert else steps)
             return
         value = self._position(i, c, raw, is_lsb)
-        if c.command in CONTINUOUS:
+        # "bars" on a knob picks a length; on a button (a note) it steps through them.
+        if c.command in CONTINUOUS and not (c.command == "bars" and c.message == "note"):
             if c.soft_takeover and not self._picked_up(i, c, value):
                 return
             if c.command == "param":
@@ -163,6 +164,8 @@ class MidiController:
             e.set_key_lock(not e.key_lock)
         elif c.command == "grid":
             e.grid(c.deck, c.target)
+        elif c.command == "bars":  # the next longer length, after the longest the shortest
+            e.set_bars(next((b for b in BARS_CHOICES if b > e.bars), BARS_CHOICES[0]))
         else:
             {"cue": lambda: e.cue(c.deck), "sync": lambda: e.sync(c.deck),
              "trigger": e.trigger, "abort": e.abort, "regenerate": e.regenerate}[c.command]()

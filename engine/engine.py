@@ -97,7 +97,7 @@ class Engine:
         self.quantize: Quantize = self.config.quantize
         self.bars = self.config.bars
         self.guidance = self.config.guidance
-        self.model_note = self._generator.why_not if self._generator else "model loading"
+        self.model_note = self._generator.note if self._generator else "model loading"
         self.messages = Messages()
         self._seed = self.config.seed
         self._last_events = 0
@@ -496,7 +496,7 @@ class Engine:
 
     def _result(self, result: Result) -> None:
         if result.serial == -1:
-            self.model_note = result.error or f"model on {result.extra.get('device', '?')}"
+            self.model_note = result.extra["note"]
             self.messages.add(self.model_note)
             return
         if result.serial in self._loading:

@@ -48,6 +48,7 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
         engine.load(deck, path)
     for message in engine.poll():
         print(message)
+    print(engine.model_note)
     if engine.tracks[0] is None or engine.tracks[1] is None:
         print("error: both decks need a track that loads", file=sys.stderr)
         return 1
@@ -66,8 +67,8 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
     mix = render_offline(engine.core, total, config.block_size, out, script)
     elapsed = time.perf_counter() - t0
     print(*said, *engine.poll(), sep="\n")
-    if engine.plan and engine.plan.note:
-        print(f"note: {engine.plan.note}")
+    if engine.plan and engine.plan.note and engine.plan.note != engine.model_note:
+        print(f"note: {engine.plan.note}")  # the model failed on this request
     if config.key_lock:
         print(f"deck B: {engine.keylock.mode(1)}")
     peak = float(np.max(np.abs(mix))) if mix.size else 0.0

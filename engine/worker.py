@@ -69,6 +69,7 @@ class Generator:
                  threads: int | None = None) -> None:
         self.model = None
         self.device = "cpu"
+        self.checkpoint = ""  # the file the model was loaded from
         self.why_not = ""
         if checkpoint == "none":
             self.why_not = "model off (--checkpoint none); the rule-based policy plays"
@@ -77,12 +78,20 @@ class Generator:
             import torch
 
             from model import load_model, pick_device
+            from model.checkpoint import DEFAULT_CHECKPOINT
             if threads:
                 torch.set_num_threads(threads)
             self.device = pick_device(device)
-            self.model = load_model(checkpoint, device=self.device)
+            path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+            self.model = load_model(path, device=self.device)
+            self.checkpoint = str(path)
         except (FileNotFoundError, ValueError, ImportError, RuntimeError) as err:
             self.why_not = f"no model ({err}); the rule-based policy plays"
+
+    @property
+    def note(self) -> str:
+        """Where transitions come from: the model's file and device, or why the policy plays."""
+        return self.why_not or f"model {self.checkpoint} on {self.device}"
 
     def handle(self, request: AnalyzeRequest | GenerateRequest) -> Result:
         if isinstance(request, AnalyzeRequest):
@@ -147,7 +156,7 @@ def feature_window(f: AnalysisFeatures, beat: float, frames: int) -> AnalysisFea
 def _serve(requests, results, checkpoint: str | None, device: str | None,
            threads: int | None) -> None:
     generator = Generator(checkpoint, device, threads)
-    results.put(Result(-1, error=generator.why_not, extra={"device": str(generator.device)}))
+    results.put(Result(-1, error=generator.why_not, extra={"note": generator.note}))
     while True:
         request = requests.get()
         if request is None:

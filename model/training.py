@@ -5,9 +5,11 @@
 
 The output folder receives ``resume.pt`` (everything needed to continue: model, EMA, optimizer,
 scheduler, step, random states; read with ``torch.load(weights_only=True)``), ``best.safetensors``
-(the EMA weights with the lowest validation loss so far), ``last.safetensors`` and ``log.jsonl``
-(training and validation losses). ``--export FILE`` writes the best weights in fp16 with the
-command, data and losses recorded in the file's metadata and in a JSON file beside it.
+(the EMA weights with the lowest validation loss so far, or the lowest training loss when the
+dataset has no test split: its notes and the log name the loss, ``val_loss`` or ``train_loss``),
+``last.safetensors`` and ``log.jsonl`` (the losses). ``--export FILE`` writes the best weights in
+fp16 with the command, data and losses recorded in the file's metadata and in a JSON file beside
+it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ VALIDATION_SEED = 1234
 # Validation batches are drawn once, from this many examples at most, and scored with fixed
 # noise, so that successive checkpoints are compared on the same draws.
 VALIDATION_EXAMPLES = 256
+# The loss the best checkpoint was picked by, as log records and exported records name it.
+BEST_KEYS = ("best_val_loss", "best_train_loss")
 
 
 def generated_dataset(root: Path, tracks: int = 24, seed: int = 0) -> Path:
@@ -192,12 +196,15 @@ def _checkpoint(output: Path, model: TransitionDiffusion, ema: EMA, optimizer, s
     """Validate the EMA weights, keep the best, and write everything a resume needs."""
     live = {k: v.clone() for k, v in model.state_dict().items()}
     ema.copy_to(model)
-    val = validation_loss(model, validation, device) if validation else train_loss
+    # Without a test split the best weights can only be picked by the (smoothed) training loss,
+    # and the notes and the log say so rather than call it a validation loss.
+    name = "val_loss" if validation else "train_loss"
+    loss = validation_loss(model, validation, device) if validation else train_loss
     save_model(model, output / "last.safetensors")
-    if val < best:
-        best = val
+    if loss < best:
+        best = loss
         save_model(model, output / "best.safetensors",
-                   notes={"step": str(step), "val_loss": f"{val:.5f}"})
+                   notes={"step": str(step), "selected_by": name, name: f"{loss:.5f}"})
     model.load_state_dict(live)
     resume = {"model": model.state_dict(), "ema": ema.shadow, "optimizer": optimizer.state_dict(),
               "scheduler": scheduler.state_dict(), "step": step, "best": best,
@@ -208,9 +215,9 @@ def _checkpoint(output: Path, model: TransitionDiffusion, ema: EMA, optimizer, s
     tmp = output / "resume.pt.tmp"
     torch.save(resume, tmp)
     tmp.replace(output / "resume.pt")
-    log.write(json.dumps({"step": step, "train_loss": round(train_loss, 5),
-                          "val_loss": round(val, 5), "best_val_loss": round(best, 5),
-                          "lr": scheduler.get_last_lr()[0],
+    losses = {"train_loss": round(train_loss, 5), name: round(loss, 5),
+              f"best_{name}": round(best, 5)}
+    log.write(json.dumps({"step": step, **losses, "lr": scheduler.get_last_lr()[0],
                           "seconds": round(time.perf_counter() - started, 1)}) + "\n")
     log.flush()
     return best
@@ -230,6 +237,12 @@ def _read_resume(path: Path) -> dict:
     return state
 
 
+def _best_key(record: dict) -> str:
+    """Which best loss a log record holds (runs with a test split, and all earlier runs, logged
+    ``best_val_loss``)."""
+    return next(k for k in BEST_KEYS if k in record)
+
+
 def export(run_dir: Path, target: Path, data: Path | None = None) -> Path:
     """The run's best weights in fp16 at ``target``, with how they were made beside them
     (the commands, the dataset's size and how it was built, the losses)."""
@@ -237,16 +250,17 @@ def export(run_dir: Path, target: Path, data: Path | None = None) -> Path:
     lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     records = [r for r in lines if "step" in r]
     commands = (run_dir / "commands.txt").read_text().strip()
-    best = min(records, key=lambda r: r["best_val_loss"])
+    selected = _best_key(records[-1])
+    best = min((r for r in records if selected in r), key=lambda r: r[selected])
     notes = {"command": commands, "steps": str(records[-1]["step"]),
              "final_train_loss": str(records[-1]["train_loss"]),
-             "best_val_loss": str(best["best_val_loss"])}
+             selected: str(best[selected])}
     init = [Path(r["init"]) for r in lines if "init" in r]
     if init:  # a fine-tuned model: how its starting weights were made too
         made = init[0].with_suffix(".json")
         prior = json.loads(made.read_text()) if made.is_file() else {}
         notes["init"] = json.dumps({"path": str(init[0]), **{
-            k: prior[k] for k in ("command", "steps", "best_val_loss", "init") if k in prior}})
+            k: prior[k] for k in ("command", "steps", *BEST_KEYS, "init") if k in prior}})
     data = data if data is not None else run_dir / "data"
     manifest = json.loads((data / "manifest.json").read_text())
     dataset = {"path": str(data), "command": manifest.get("command", ""),

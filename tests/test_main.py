@@ -1,7 +1,13 @@
 """The main job on its built-in default, and the generator it plays."""
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +16,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 import main
 from analysis.synth import render_track
+from model.checkpoint import DEFAULT_CHECKPOINT
 
 
 def test_synth_track_is_reproducible_with_exact_ground_truth():
@@ -25,9 +32,15 @@ def test_synth_track_is_reproducible_with_exact_ground_truth():
     assert not np.array_equal(other_seed.stems[2], a.stems[2])
 
 
-def test_main_renders_the_demo_transition(tmp_path, capsys):
+def test_main_renders_the_demo_transition_from_the_shipped_model(tmp_path, capsys):
     out = tmp_path / "mix.wav"
     assert main.main(["--render", str(out)]) == 0
+    text = capsys.readouterr().out
+    # The shipped checkpoint wrote the transition: a missing or unreadable file would have
+    # the rule-based policy stand in, and say so.
+    assert f"model {DEFAULT_CHECKPOINT} on " in text
+    assert ", model candidate 1/3, " in text
+    assert "policy" not in text
     mix, sr = sf.read(out)
     assert sr == 44100 and mix.shape[1] == 2
     assert mix.shape[0] / sr > 150  # 32 + 16 + 32 bars at 124 BPM
@@ -35,7 +48,15 @@ def test_main_renders_the_demo_transition(tmp_path, capsys):
     # The music never drops out: every second of the mix has signal (the break is the quietest).
     per_second = np.sqrt(np.mean(mix[: len(mix) // sr * sr].reshape(-1, sr, 2) ** 2, axis=(1, 2)))
     assert np.min(per_second) > 0.003
-    assert "wrote" in capsys.readouterr().out
+    assert f"wrote {out}" in text
+
+
+def test_the_demo_has_no_flag_of_its_own(capsys):
+    """The demo is what runs without decks; a --demo flag that nothing read is refused."""
+    with pytest.raises(SystemExit) as exit_:
+        main.main(["--demo"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --demo" in capsys.readouterr().err
 
 
 def test_main_analyzes_a_file_and_reports_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
@@ -82,6 +103,53 @@ def test_main_live_on_jack_plays_records_and_transitions(tmp_path, capsys, monke
     played = int(out.split("recorded ")[1].split(" of ")[1].split(" frames")[0])
     assert sf.info(record).frames == played > 10 * 44100
     assert "dropped" not in out
+
+
+def test_ctrl_c_leaves_a_complete_recording_of_what_was_played(tmp_path, jack_server):
+    """A live run with --record, interrupted as a user would (SIGINT, Ctrl-C in a terminal)
+    while deck A plays: it exits cleanly and the file is a valid WAV that holds every frame
+    played, the music included up to the interrupt."""
+    decks = stem_decks(tmp_path)
+    record = tmp_path / "live.wav"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "--deck-a", str(decks[0]), "--deck-b", str(decks[1]),
+         "--device", str(jack_server), "--record", str(record), "--checkpoint", "none",
+         "--seconds", "90"],
+        cwd=Path(main.__file__).parent, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.extend(
+        iter(lambda: os.read(proc.stdout.fileno(), 4096), b"")))
+    reader.start()
+    try:
+        deadline = time.monotonic() + 80
+        while time.monotonic() < deadline and proc.poll() is None \
+                and b"A: play bar   3." not in b"".join(chunks):  # 2 bars of A played
+            time.sleep(0.05)
+        assert proc.poll() is None, b"".join(chunks).decode()[-2000:]
+        # What the writer has put in the file so far (PCM_24 stereo: 6 bytes a frame after a
+        # 44-byte header, whose length field is only right once the file is closed).
+        written = (record.stat().st_size - 44) // 6
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join()
+    out = b"".join(chunks).decode()
+    assert proc.returncode == 0, out[-2000:]
+    summary = out.split("recorded ")[-1].split(" frames played")[0]
+    kept, played = (int(x) for x in summary.split(" of "))
+    assert kept == played and "dropped" not in out, out[-2000:]
+    info = sf.info(record)
+    assert info.format == "WAV" and info.subtype == "PCM_24" and info.frames == played
+    assert info.frames >= written > 0  # nothing written before the interrupt went missing
+    mix, sr = sf.read(record)
+    assert mix.shape == (played, 2) and sr == 44100
+    # Deck A (12 bars, 22.5 s) still played when the interrupt came: the file ends in music.
+    assert np.sqrt(np.mean(mix[-sr // 2:] ** 2)) > 0.01
 
 
 def test_render_works_on_other_rates_and_a_drumless_intro(tmp_path, capsys, monkeypatch):

@@ -77,9 +77,14 @@ def test_ddj_400_bytes_drive_the_engine_and_light_its_leds(two_tracks, jack_serv
     start = two_tracks[0].beat_at(0.0, SR)
     assert status.beats[0] == pytest.approx(start + 32 / 64)  # a 64th of a beat a tick
     assert controller.ignored == 0
-    # The play LED of deck 2 lit on the controller, deck 1's is off.
-    assert mido.Message("note_on", channel=1, note=0x0B, velocity=127) in leds
-    assert mido.Message("note_on", channel=0, note=0x0B, velocity=0) in leds
+    # The first feedback sets every LED of the preset once: deck 2's PLAY lit, deck 1's dark,
+    # the transition pads of both decks dark (idle); both BEAT SYNC LEDs blink together.
+    beat = [m.bytes() for m in leds if m.note == 0x58]
+    assert sorted(m.bytes() for m in leds if m.note != 0x58) == [
+        [0x90, 0x0B, 0x00], [0x91, 0x0B, 0x7F],
+        [0x97, 0x00, 0x00], [0x97, 0x01, 0x00], [0x99, 0x00, 0x00], [0x99, 0x01, 0x00]]
+    assert len(beat) == 2 and beat[0][1:] == beat[1][1:]
+    assert sorted(b[0] for b in beat) == [0x90, 0x91] and beat[0][2] in (0x00, 0x7F)
 
 
 def test_nanokontrol2_faders_and_transport(two_tracks, jack_server):
@@ -126,6 +131,22 @@ def test_relative_encodings_shift_layer_and_momentary_hold(tmp_path, two_tracks)
     assert engine.param_value("reverb_wet") == pytest.approx(0.4)
     send(0x90, 1, 0)  # Shift released by a note-on with velocity 0
     assert not c.shift
+    send(0xB0, 11, 66)  # the Shift layer is off again
+    assert engine.param_value("reverb_wet") == pytest.approx(0.4)
+
+    # Hold is momentary: the transition stands still while the button is down.
+    engine.play("a")
+    engine.set_quantize("off")
+    engine.trigger()
+    settle(engine)
+    assert engine.core.status.phase == "running" and not engine.core.status.held
+    send(0x90, 2, 127)
+    held_at = engine.core.status.progress
+    settle(engine)
+    assert engine.core.status.held and engine.core.status.progress == held_at
+    send(0x90, 2, 0)
+    settle(engine)
+    assert not engine.core.status.held and engine.core.status.progress > held_at
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -150,14 +171,31 @@ def test_a_malformed_mapping_names_file_line_and_field(tmp_path, text, expected)
 
 
 def test_a_flood_of_midi_is_handled_without_error(two_tracks):
+    """10,000 random control changes on all 16 channels: the generic preset's (channel 1,
+    CC 0-51 -> parameter n) each reach their parameter, every other one is ignored."""
     engine = loaded_engine(two_tracks)
     c = MidiController(engine, load_mapping(PRESETS / "generic.yaml", PARAM_NAMES))
+    before = [engine.param_value(n) for n in range(len(PARAM_NAMES))]
     rng = np.random.default_rng(0)
+    last: dict[int, int] = {}  # mapped CC -> the last value sent to it
     for _ in range(10_000):
-        c.handle(mido.Message.from_bytes([0xB0 | int(rng.integers(16)),
-                                          int(rng.integers(128)), int(rng.integers(128))]))
+        channel, number, value = (int(x) for x in rng.integers(0, [16, 128, 128]))
+        c.handle(mido.Message.from_bytes([0xB0 | channel, number, value]))
+        if channel == 0 and number < len(PARAM_NAMES):
+            last[number] = value
     settle(engine)
-    assert c.handled + c.ignored == 10_000 and engine.core.status.errors == 0
+    assert engine.core.status.errors == 0
+    mapped = c.handled
+    assert c.ignored == 10_000 - mapped and mapped > 100
+    # Soft takeover: a parameter follows its control once picked up, so it ends at the last
+    # value sent to it, or is where it was (a control never picked up).
+    moved = 0
+    for n, value in last.items():
+        now = engine.param_value(n)
+        if now != before[n]:
+            assert now == pytest.approx(value / 127, abs=1e-6), PARAM_NAMES[n]
+            moved += 1
+    assert moved > len(last) // 2
 
 
 def test_midi_learn_writes_a_valid_mapping_entry(tmp_path, jack_server, monkeypatch, capsys):
@@ -206,8 +244,14 @@ def test_midi_clock_in_sets_the_tempo_and_clock_out_leads(two_tracks, jack_serve
 
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
     received: list[str] = []
-    gear = backend.open_input("clock follower", virtual=True,
-                              callback=lambda m: received.append(m.type))
+    ticks: list[float] = []
+
+    def follower(message: mido.Message) -> None:
+        received.append(message.type)
+        if message.type == "clock":
+            ticks.append(time.perf_counter())
+
+    gear = backend.open_input("clock follower", virtual=True, callback=follower)
     out = backend.open_output([n for n in backend.get_output_names() if "clock follower" in n][0])
     clock = MidiClockOut(out, lambda: 150.0)  # 60 ticks a second
     clock.start()
@@ -218,6 +262,9 @@ def test_midi_clock_in_sets_the_tempo_and_clock_out_leads(two_tracks, jack_serve
     gear.close()
     assert received[0] == "start" and received[-1] == "stop"
     assert 45 <= received.count("clock") <= 75  # about 60 in a second
+    # At the tempo it was given: 24 ticks a beat at 150 BPM, 1/60 s apart on average (JACK
+    # hands MIDI over once a period, so single intervals jitter by a period).
+    assert (ticks[-1] - ticks[0]) / (len(ticks) - 1) == pytest.approx(1 / 60, rel=0.05)
 
 
 def test_the_key_lock_pad_toggles_key_lock_and_lights_its_led(two_tracks):
@@ -227,11 +274,14 @@ def test_the_key_lock_pad_toggles_key_lock_and_lights_its_led(two_tracks):
     for message in pad:  # press and release: on
         c.handle(message)
     assert engine.key_lock
-    leds = [m for m in c.feedback_messages(engine.feedback_state()) if m.type == "note_on"]
-    assert any(m.note == 45 and m.velocity > 0 for m in leds)
+    # The first feedback sets all the preset's LEDs: only the key lock pad's is lit.
+    assert [m.bytes() for m in c.feedback_messages(engine.feedback_state())] == [
+        [0x90, 36, 0], [0x90, 41, 0], [0x90, 42, 0], [0x90, 45, 127]]
     for message in pad:  # again: off
         c.handle(message)
     assert not engine.key_lock
+    assert [m.bytes() for m in c.feedback_messages(engine.feedback_state())] == [
+        [0x90, 45, 0]]  # only what changed
 
 
 def test_learn_refuses_an_entry_the_mapping_would_not_load(tmp_path):
@@ -278,3 +328,20 @@ def test_grid_pads_of_the_generic_preset_and_the_ddj_400s_tap(two_tracks, monkey
         pad(ddj, 0x68, channel=1)
     assert engine.tracks[1].grid.bpm == pytest.approx(120.0)
     assert engine.tracks[0].grid.bpm == a.bpm
+
+
+def test_the_ddj_400s_shift_pad_1_steps_the_transition_length(two_tracks):
+    """SHIFT + pad 1 sends on the pads' channel + 1 (0x98 deck 1, 0x9A deck 2); each press is
+    the next length, 16 -> 32 -> 4 -> 8, and neither press nor release triggers anything."""
+    engine = loaded_engine(two_tracks)
+    ddj = MidiController(engine, load_mapping(PRESETS / "ddj-400.yaml", PARAM_NAMES))
+    assert engine.bars == 16
+    lengths = []
+    for status in (0x98, 0x98, 0x9A):
+        for velocity in (0x7F, 0x00):  # press, release
+            ddj.handle(mido.Message.from_bytes([status, 0x00, velocity]))
+        lengths.append(engine.bars)
+    settle(engine)
+    assert lengths == [32, 4, 8]
+    assert engine.plan is not None and engine.plan.bars == 8  # candidates for the new length
+    assert engine.core.status.phase == "idle" and ddj.ignored == 0

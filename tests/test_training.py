@@ -10,7 +10,7 @@ import torch
 
 from analysis.cache import AnalysisCache
 from model import TransitionDiffusion, load_model
-from model.checkpoint import save_model
+from model.checkpoint import DEFAULT_CHECKPOINT, save_model
 from model.config import Config, ModelConfig, TrainConfig
 from model.data import (FRAMES_PER_BAR, DatasetError, TransitionDataset, build_dataset,
                         generate_tracks)
@@ -137,3 +137,40 @@ def test_fine_tuning_starts_from_a_checkpoint_that_lacks_new_inputs(dataset, tmp
     record = json.loads(export(run, tmp_path / "t.safetensors", root).with_suffix(
         ".json").read_text())
     assert record["init"]["path"] == str(before) and record["steps"] == "2"
+
+
+def test_without_a_test_split_the_best_is_picked_by_the_training_loss(dataset, tmp_path):
+    """No test split: nothing calls the training loss a validation loss (the log, the best
+    checkpoint's notes, the export), and an earlier record's ``best_val_loss`` still reads."""
+    import shutil
+
+    from safetensors import safe_open
+
+    root, _ = dataset
+    only_train = tmp_path / "ds"
+    shutil.copytree(root, only_train)
+    manifest = json.loads((only_train / "manifest.json").read_text())
+    for track in manifest["tracks"]:
+        track["split"] = "train"
+    (only_train / "manifest.json").write_text(json.dumps(manifest))
+    run = tmp_path / "run"
+    best = train(only_train, run, TINY, steps=2, progress=False, device="cpu")
+    (record,) = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert record["step"] == 2
+    assert set(record) >= {"train_loss", "best_train_loss"}
+    assert not {"val_loss", "best_val_loss"} & set(record)
+    with safe_open(str(best), framework="pt") as f:
+        notes = f.metadata()
+    assert notes["selected_by"] == "train_loss" and float(notes["train_loss"]) > 0
+    assert "val_loss" not in notes
+
+    # Fine-tuned from the shipped model, whose record (and its own init's) says best_val_loss.
+    (run / "log.jsonl").write_text(json.dumps({"init": str(DEFAULT_CHECKPOINT)}) + "\n"
+                                   + json.dumps(record) + "\n")
+    (run / "commands.txt").write_text("python -m model.training x\n")
+    exported = json.loads(export(run, tmp_path / "t.safetensors", only_train).with_suffix(
+        ".json").read_text())
+    assert exported["best_train_loss"] == str(record["best_train_loss"])
+    assert "best_val_loss" not in exported
+    shipped = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text())
+    assert exported["init"]["best_val_loss"] == shipped["best_val_loss"]
