@@ -114,6 +114,12 @@ class AudioOutput:
         values = self.loads[:n]
         return (float(np.median(values)), float(np.percentile(values, 99)), float(values.max()))
 
+    def summary(self) -> str:
+        """What the stream did, for the end of a session (bench/controllers.py reads it)."""
+        median, p99, _ = self.load_percentiles()
+        return (f"played {self.frames_played / self.sample_rate:.1f} s: {self.xruns} xruns, "
+                f"callback load {median:.0%} median, {p99:.0%} p99")
+
     @property
     def output_latency(self) -> float:
         return float(self.stream.latency)

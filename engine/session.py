@@ -160,6 +160,7 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path,
         output = stack.enter_context(AudioOutput(
             engine.core, config.sample_rate, config.block_size, config.device, config.latency,
             recorder))
+        stack.callback(lambda: print(output.summary()))
         engine.load(0, deck_a)
         engine.load(1, deck_b)
         for part in parts:

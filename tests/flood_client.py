@@ -1,6 +1,7 @@
 """A controller gone wild, in a process of its own as real ones are: floods the engine with OSC
-over UDP and MIDI through a JACK virtual port, good and malformed; and ``flood()``, which runs
-it against a playing engine (tests/test_flood.py, bench/controllers.py --flood).
+over UDP and MIDI through a JACK virtual port, good and malformed; ``flood()``, which runs it
+against a playing engine in this process, and ``live_session()``, against ``main.py --midi
+--osc`` as a user runs it (tests/test_flood.py, bench/controllers.py --flood).
 
     python tests/flood_client.py OSC_PORT MIDI_PORT_NAME SECONDS SEED OSC_RATE MIDI_RATE
 
@@ -14,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -143,6 +147,52 @@ async def flood(engine: Any, out: Any, server: Any, midi: Any, seconds: float,
             and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     return flooded, quiet, sent
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SUMMARY = re.compile(r"played ([\d.]+) s: (\d+) xruns, callback load (\d+)% median, (\d+)% p99")
+
+
+def live_session(device: int, seconds: float, controls: bool, flood_seconds: float = 0.0,
+                 rates: tuple[int, int] = (0, 0), seed: int = 6) -> dict:
+    """``main.py`` live (the demo, the rule-based policy) on ``device`` for ``seconds``, with a
+    client's ports present: with ``controls`` it listens to them (``--midi``, ``--osc``), and
+    the client floods for ``flood_seconds`` once main.py has opened its MIDI port. Returns what
+    main.py said at the end: seconds played, xruns, callback load (median and p99, %)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        osc_port = probe.getsockname()[1]
+    port = f"{MIDI_PORT} {seed}"
+    client = subprocess.Popen(
+        [sys.executable, __file__, str(osc_port), port, str(flood_seconds), str(seed),
+         *map(str, rates)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    command = [sys.executable, "main.py", "--checkpoint", "none", "--device", str(device),
+               "--seconds", str(seconds)]
+    if controls:
+        command += ["--midi", port, "--osc", str(osc_port)]
+    env = {**os.environ, "MIDO_BACKEND": "mido.backends.rtmidi/UNIX_JACK",
+           "PYTHONUNBUFFERED": "1"}
+    try:
+        assert client.stdout.readline().strip() == "ready"
+        # Text mode reads the status line's carriage returns as line ends.
+        with subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) as live:
+            output = []
+            for line in live.stdout:
+                output.append(line)
+                if controls and flood_seconds and line.startswith("MIDI: "):
+                    client.stdin.write("go\n")
+                    client.stdin.flush()
+        assert live.returncode == 0, "".join(output[-20:])
+    finally:
+        client.kill()
+        client.wait()
+    found = [m for line in output if (m := SUMMARY.search(line))]
+    assert found, "".join(output[-20:])
+    played, xruns, median, p99 = found[-1].groups()
+    return {"played": float(played), "xruns": int(xruns), "load_median": int(median),
+            "load_p99": int(p99)}
 
 
 if __name__ == "__main__":
