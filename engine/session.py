@@ -43,7 +43,7 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
                transition_at: int | None) -> int:
     """Deck A, the transition from ``transition_at`` (or where a DJ would mix out) and deck B to
     its end, rendered offline to ``out``; the exit code of the command."""
-    engine = Engine(config)
+    engine = Engine(config, plan_on_load=False)
     for deck, path in ((0, deck_a), (1, deck_b)):
         engine.load(deck, path)
     for message in engine.poll():
