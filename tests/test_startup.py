@@ -1,5 +1,6 @@
-"""A start that does not compile: the project's numba kernels load from numba's on-disk cache in
-a new process."""
+"""A start that is neither slow nor silent: the project's numba kernels load from numba's on-disk
+cache in a new process (what ``main.py --warm-up`` fills), and main.py says what it is doing
+before it imports the heavy libraries."""
 
 from __future__ import annotations
 
@@ -43,3 +44,18 @@ def test_the_kernels_load_from_numba_cache_in_a_new_process(tmp_path):
     # again in every process.
     assert {name for name, (hits, misses) in stats.items() if hits == 0 or misses} == set()
 
+
+def test_main_says_what_it_does_before_importing_the_heavy_libraries(tmp_path):
+    """-X importtime writes each import to stderr as it ends, the progress line goes to stdout
+    flushed: in one pipe they come in the order they happened."""
+    nowhere = tmp_path / "nowhere" / "mix.wav"  # refused after the imports, before any work
+    run = subprocess.run([sys.executable, "-X", "importtime", "main.py", "--render",
+                          str(nowhere)], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert run.returncode == 2, run.stdout
+    lines = run.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if not line.startswith("import time:"))
+    assert lines[first].endswith("s] loading libraries (numpy, torch, librosa, numba)")
+    heavy = [i for i, line in enumerate(lines) if line.startswith("import time:")
+             and line.rsplit("|", 1)[1].strip().split(".")[0] in ("torch", "librosa", "numba")]
+    assert heavy and first < heavy[0]
