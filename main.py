@@ -3,6 +3,7 @@
     python main.py                                    # the demo: two built-in tracks, live
     python main.py --deck-a a.wav --deck-b b.wav      # play A; Enter triggers the transition
     python main.py --deck-a a.wav --deck-b b.wav --render mix.wav   # offline, then exit
+    python main.py --warm-up                          # compile ahead (setup.sh runs it)
 
 Live, deck A plays while the worker analyses both tracks and samples candidate transitions;
 a trigger (Enter here, or a controller) starts one on the next bar, and deck B takes over.
@@ -18,21 +19,29 @@ import functools
 import sys
 from pathlib import Path
 
-from analysis.audio import AudioLoadError
-from analysis.separation import SEPARATORS, get_separator
-from analysis.synth import demo_tracks
-from analysis.track import AnalysisError, analyze
-from controllers.learn import learn
-from controllers.link import LinkFollower, LinkUnavailable
-from controllers.mapping import load_mapping, preset_for
-from controllers.midi import MidiController, MidiInput
-from controllers.osc import DEFAULT_PORT, FEEDBACK_PORT, OSCServer
-from controllers.parts import ableton_part, clock_part, link_part, midi_part, osc_part
-from effects.params import PARAM_NAMES
-from engine.backends import AudioDeviceError, output_devices, unwritable
-from engine.config import EngineConfig
-from engine.levels import LevelsConfig
-from engine.session import LiveOptions, Part, render_mix, run_live
+from engine import progress
+
+if __name__ == "__main__":
+    # torch, librosa and numba take seconds to import, more from a cold disk: the first line
+    # comes before them.
+    progress.say("loading libraries (numpy, torch, librosa, numba)")
+
+from analysis.audio import AudioLoadError  # noqa: E402
+from analysis.separation import SEPARATORS, get_separator  # noqa: E402
+from analysis.synth import demo_tracks  # noqa: E402
+from analysis.track import AnalysisError, analyze  # noqa: E402
+from controllers.learn import learn  # noqa: E402
+from controllers.link import LinkFollower, LinkUnavailable  # noqa: E402
+from controllers.mapping import load_mapping, preset_for  # noqa: E402
+from controllers.midi import MidiController, MidiInput  # noqa: E402
+from controllers.osc import DEFAULT_PORT, FEEDBACK_PORT, OSCServer  # noqa: E402
+from controllers.parts import ableton_part, clock_part, link_part, midi_part, osc_part  # noqa: E402
+from effects.params import PARAM_NAMES  # noqa: E402
+from engine.backends import AudioDeviceError, output_devices, unwritable  # noqa: E402
+from engine.config import EngineConfig  # noqa: E402
+from engine.levels import LevelsConfig  # noqa: E402
+from engine.session import LiveOptions, Part, render_mix, run_live  # noqa: E402
+from engine.warmup import warm_up  # noqa: E402
 
 DEMO_TRIGGER_BAR = 9
 
@@ -148,6 +157,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="analyse a track, print tempo, key and sections, and exit")
     p.add_argument("--demucs-weights", type=Path, metavar="DIR",
                    help="folder with htdemucs.json and htdemucs.safetensors")
+    p.add_argument("--warm-up", action="store_true",
+                   help="compile every numba kernel into numba's on-disk cache and make and "
+                        "analyse the demo's tracks, then exit (setup.sh runs it)")
     return p.parse_args(argv)
 
 
@@ -179,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return analyze_command(args.analyze, args.separator, args.demucs_weights)
     if args.midi_learn is not None:
         return learn_command(args)
+    if args.warm_up:
+        return warm_up()
     if args.list_devices:
         import sounddevice as sd
 
@@ -211,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     demo = args.deck_a is None
+    if demo:
+        progress.say("demo: two generated tracks (made on the first run, then kept)")
     deck_a, deck_b = (args.deck_a, args.deck_b) if not demo else demo_tracks(config.sample_rate)
     if args.render is None and not output_devices():
         print("no audio output device found (see --list-devices); use --render FILE to write "

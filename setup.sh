@@ -31,4 +31,8 @@ if ! "$VENV_PY" -c "import torch" 2>/dev/null; then
     "$VENV_PY" -m pip install -q "torch==2.13.0"
 fi
 "$VENV_PY" -m pip install -q -e ".[dev]"
+# numba compiles librosa's kernels and the project's on their first use: a minute of a first
+# start on a 2-core machine. Compiled here into numba's on-disk cache (with the demo's tracks made
+# and analysed), the first `main.py` loads them instead; a second setup finds them and is quick.
+"$VENV_PY" main.py --warm-up
 echo "setup: ready ($("$VENV_PY" -c 'import torch, numpy; print(f"torch {torch.__version__}, numpy {numpy.__version__}")'))"

@@ -16,8 +16,10 @@ frame is an exact identity, reached continuously and without a dip in the respon
 
 from __future__ import annotations
 
+import hashlib
 import math
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable
 
 import numba
@@ -97,15 +99,29 @@ def _make_design(xp: Any, jit: Callable[[Callable], Callable]) -> Callable:
     return design
 
 
+def _cached_jit(digest: str) -> Callable[[Callable], Callable]:
+    """numba's compile for the numpy build, kept on disk like the other kernels'."""
+
+    def jit(f: Callable) -> Callable:
+        dispatcher = numba.njit(cache=True, nogil=True, error_model="numpy")(f)
+        # numba keys a closure's cache entry on its pickled cells, here other dispatchers, which
+        # pickle with a random id: without a fixed one no process ever found another's compile
+        # (~4 s per start, 12 s on a loaded machine). The id holds a digest of params.py, whose
+        # functions the design calls: numba watches only the closure's own file.
+        dispatcher._set_uuid(f"{f.__module__}.{f.__qualname__}@{digest}")
+        return dispatcher
+
+    return jit
+
+
 @lru_cache(maxsize=None)
 def _design_for(module_name: str) -> Callable:
-    # numba cannot cache closures on disk, so the numpy build compiles once per process (~4 s,
-    # when the first StreamingMixer is made).
     if module_name == "torch":
         import torch
 
         return _make_design(torch, lambda f: f)
-    return _make_design(np, numba.njit(nogil=True, error_model="numpy"))
+    digest = hashlib.sha256(Path(params.__file__).read_bytes()).hexdigest()[:16]
+    return _make_design(np, _cached_jit(digest))
 
 
 def biquad_coefficients(filter_params: Any, config: MixerConfig) -> Any:

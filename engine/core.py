@@ -173,7 +173,9 @@ class EngineCore:
         self._event_count = 0
         self.status = self._snapshot()
         # Load the compiled reader now: the first call in a process would do it in the callback.
-        read_stems(np.zeros((4, 2, 4), np.float32), 0.0, 1.0, self._stems[0, :, :, :1])
+        # numba compiles per array layout: the output must be contiguous like the callback's (a
+        # strided slice here had made a second specialization compile there, on the first block).
+        read_stems(np.zeros((4, 2, 4), np.float32), 0.0, 1.0, self._swap_stems)
 
     @property
     def frame(self) -> np.ndarray:

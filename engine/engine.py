@@ -79,11 +79,14 @@ class Engine:
 
     ``worker``: a started ``GenerationWorker`` (live), or None to do the work synchronously in
     this thread (the offline renderer: the result does not depend on timing).
+    ``plan_on_load``: sample candidates as soon as both decks hold a track (live); the offline
+    renderer plans once, from where it mixes out (sampling on load too cost it seconds).
     """
 
     def __init__(self, config: EngineConfig | None = None, core: c.EngineCore | None = None,
-                 worker: GenerationWorker | None = None) -> None:
+                 worker: GenerationWorker | None = None, plan_on_load: bool = True) -> None:
         self.config = config or EngineConfig()
+        self.plan_on_load = plan_on_load
         self.core = core or c.EngineCore(self.config.sample_rate, levels=self.config.levels)
         self.worker = worker
         self._generator = Generator(self.config.checkpoint, self.config.model_device) \
@@ -159,7 +162,8 @@ class Engine:
                           f"{a.key_name} ({a.camelot}), {a.loudness_lufs:.1f} LUFS, "
                           f"trim {20 * np.log10(track.trim):+.1f} dB{grid}")
         self._update_key_lock()
-        self.plan_next()
+        if self.plan_on_load:
+            self.plan_next()
 
     def play(self, deck: int | str, playing: bool = True) -> None:
         self.core.send(c.Transport(deck_index(deck), playing=playing))

@@ -21,6 +21,7 @@ import numpy as np
 
 from analysis.beats import BEATS_PER_BAR, PHRASE_BARS
 
+from . import progress
 from .backends import AudioOutput, Cue, render_offline
 from .config import EngineConfig
 from .engine import Engine
@@ -43,8 +44,11 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
                transition_at: int | None) -> int:
     """Deck A, the transition from ``transition_at`` (or where a DJ would mix out) and deck B to
     its end, rendered offline to ``out``; the exit code of the command."""
-    engine = Engine(config)
+    progress.say("starting the engine (the model, the mixer)")
+    engine = Engine(config, plan_on_load=False)
     for deck, path in ((0, deck_a), (1, deck_b)):
+        progress.say(f"deck {'AB'[deck]}: analysing {Path(path).name} "
+                     "(read from the cache after the first time)")
         engine.load(deck, path)
     for message in engine.poll():
         print(message)
@@ -55,6 +59,8 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
     a, b = engine.tracks
     start_bar = mix_out_bar(engine, transition_at)
     start_beat = float(start_bar * BEATS_PER_BAR)
+    who = "the rule-based policy" if engine.model_note else f"the model, {config.steps} steps each"
+    progress.say(f"planning the transition: {config.candidates} candidates from {who}")
     engine.plan_next(a_beat=start_beat)
     sr = config.sample_rate
     trigger_at = int(a.position_of(start_beat - 1.0, sr))
@@ -63,6 +69,7 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
     said: list[str] = []
     script = [Cue(0, lambda: engine.play(0)),
               Cue(max(trigger_at, 0), lambda: said.append(engine.trigger(start=start_beat)))]
+    progress.say(f"rendering {total / sr:.1f} s of audio")
     t0 = time.perf_counter()
     mix = render_offline(engine.core, total, config.block_size, out, script)
     elapsed = time.perf_counter() - t0
@@ -75,7 +82,7 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
     print(f"transition from bar {start_bar + 1} of {a.name}; {mix.shape[1] / sr:.1f} s rendered "
           f"in {elapsed:.1f} s ({mix.shape[1] / sr / elapsed:.0f}x real time), "
           f"peak {20 * np.log10(max(peak, 1e-9)):.1f} dBFS")
-    print(f"wrote {out}")
+    progress.say(f"wrote {out}")
     return 0
 
 

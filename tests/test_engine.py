@@ -7,6 +7,7 @@ import resource
 import signal
 import time
 
+import numba
 import numpy as np
 import pytest
 import soundfile as sf
@@ -60,6 +61,21 @@ def test_offline_renders_are_identical_twice_and_at_any_block_size(decks):
     assert np.array_equal(first, render(*decks, n, block=1024)[0])
     assert np.array_equal(first, render(*decks, n, block=300)[0])  # odd host blocks too
     assert np.sqrt(np.mean(first ** 2)) > 0.01
+
+
+def test_the_core_warms_the_reader_its_callback_calls(decks, monkeypatch):
+    """numba compiles per argument type and array layout: the reader loaded when the core is
+    made must be the one the blocks call, or the first block compiles (or loads) another."""
+    calls = []
+
+    def spy(*args):
+        calls.append(tuple(numba.typeof(x) for x in args))
+        read_stems(*args)
+
+    monkeypatch.setattr(c, "read_stems", spy)
+    render(*decks, SR * 6)  # deck B comes in on A's beat 8, 4 s in
+    warmed, played = calls[0], set(calls[1:])
+    assert len(played) >= 1 and played == {warmed}
 
 
 def test_a_alone_before_b_alone_after_and_on_the_beat(decks):

@@ -48,6 +48,12 @@ def test_main_renders_the_demo_transition_from_the_shipped_model(tmp_path, capsy
     # The music never drops out: every second of the mix has signal (the break is the quietest).
     per_second = np.sqrt(np.mean(mix[: len(mix) // sr * sr].reshape(-1, sr, 2) ** 2, axis=(1, 2)))
     assert np.min(per_second) > 0.003
+    # What takes seconds is said before it starts (a first run used to be silent for a minute).
+    steps = ["] demo: two generated tracks", "] starting the engine", "] deck A: analysing",
+             "] deck B: analysing", "] planning the transition: 3 candidates",
+             "] rendering 154.8 s of audio", "] wrote"]
+    where = [text.find(step) for step in steps]
+    assert -1 not in where and where == sorted(where), text
     assert f"wrote {out}" in text
 
 
