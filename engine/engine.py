@@ -101,6 +101,8 @@ class Engine:
         self.bars = self.config.bars
         self.guidance = self.config.guidance
         self.model_note = self._generator.note if self._generator else "model loading"
+        # Known at once offline; live, from the worker's first answer.
+        self.model_ready = bool(self._generator and self._generator.model is not None)
         self.messages = Messages()
         self._seed = self.config.seed
         self._last_events = 0
@@ -501,6 +503,7 @@ class Engine:
     def _result(self, result: Result) -> None:
         if result.serial == -1:
             self.model_note = result.extra["note"]
+            self.model_ready = not result.error
             self.messages.add(self.model_note)
             return
         if result.serial in self._loading:

@@ -59,7 +59,8 @@ def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
     a, b = engine.tracks
     start_bar = mix_out_bar(engine, transition_at)
     start_beat = float(start_bar * BEATS_PER_BAR)
-    who = "the rule-based policy" if engine.model_note else f"the model, {config.steps} steps each"
+    who = f"the model, {config.steps} steps each" if engine.model_ready \
+        else "the rule-based policy"
     progress.say(f"planning the transition: {config.candidates} candidates from {who}")
     engine.plan_next(a_beat=start_beat)
     sr = config.sample_rate
