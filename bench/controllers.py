@@ -9,11 +9,12 @@ client over UDP on 127.0.0.1. The clock stops when the
 engine's command API receives the parameter change (what the audio callback applies at its next
 control block, 2.9 ms at most later). Messages are sent one every 2 ms.
 
-Flood: while two generated tracks play through a PortAudio stream on a JACK server (dummy driver,
-256 frames), a client process (tests/flood_client.py) sends 10,000 OSC and 2,000 MIDI messages
-a second for 1.5 s (three in five OSC malformed, two in five MIDI unmapped or undecodable);
-xruns in the flood against a quiet stretch of the same length after it, ``--flood`` times. The
-last line is JSON.
+Flood: ``main.py`` as a user runs it (the demo's tracks, the rule-based policy, a PortAudio
+stream on a JACK server with the dummy driver at 256 frames) for 10 s, with a controller's
+client (tests/flood_client.py) holding a JACK MIDI port and an OSC socket: xruns without
+``--midi``/``--osc``, with them and the controller idle, and with them while the client floods
+for 5 s with MIDI (2,000 a second: two in five unmapped or undecodable), OSC (10,000 a second:
+three in five malformed) or both. ``--flood`` rounds; medians. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -34,15 +35,13 @@ from controllers.mapping import load_mapping  # noqa: E402
 from controllers.midi import MidiController, MidiInput  # noqa: E402
 from controllers.osc import OSCServer  # noqa: E402
 from effects.params import PARAM_NAMES  # noqa: E402
-from engine.backends import AudioOutput  # noqa: E402
-from engine.config import EngineConfig  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.jackserver import dummy_jack  # noqa: E402
 from pythonosc.udp_client import SimpleUDPClient  # noqa: E402
-from bench.engine import SR, tracks  # noqa: E402
-from tests.flood_client import MIDI_PORT, flood  # noqa: E402
+from bench.engine import SR  # noqa: E402
+from tests.flood_client import live_session  # noqa: E402
 
-FLOOD_SECONDS, FLOOD_RATES = 1.5, (10_000, 2_000)  # OSC and MIDI messages a second
+SESSION_SECONDS, FLOOD_SECONDS = 10.0, 5.0
 IDLE_SECONDS = 3.0
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
@@ -102,30 +101,26 @@ async def osc_latency(n: int) -> np.ndarray:
     return (np.array(engine.arrivals[:n]) - np.array(sent[:len(engine.arrivals)])) * 1e3
 
 
-async def flood_runs(device: int, repeats: int) -> list[tuple[dict, dict, dict]]:
-    engine = Engine(EngineConfig(candidates=1, checkpoint="none"))
-    for deck, track in enumerate(tracks()):
-        engine.put_track(deck, track)
-    controller = MidiController(engine, load_mapping(PRESETS / "generic.yaml", PARAM_NAMES))
-    midi = MidiInput(controller, MIDI_PORT, mido.Backend("mido.backends.rtmidi/UNIX_JACK"))
-    out = AudioOutput(engine.core, SR, 256, device=device)
-    server = OSCServer(engine, port=0)
-    await server.start()
-    engine.play("a")
-    out.start()
-    try:
-        return [await flood(engine, out, server, midi, FLOOD_SECONDS, FLOOD_RATES, seed)
-                for seed in range(repeats)]
-    finally:
-        out.stop()
-        midi.close()
-        server.close()
+FLOODS = {"no --midi/--osc": None, "--midi --osc, idle": (0, 0), "MIDI flood": (0, 2000),
+          "OSC flood": (10_000, 0), "MIDI and OSC flood": (10_000, 2_000)}
+
+
+def flood_rounds(device: int, rounds: int) -> dict[str, list[int]]:
+    """xruns of main.py live for SESSION_SECONDS in each case of FLOODS, ``rounds`` times."""
+    xruns: dict[str, list[int]] = {case: [] for case in FLOODS}
+    for seed in range(rounds):
+        for case, rates in FLOODS.items():
+            result = live_session(device, SESSION_SECONDS, rates is not None,
+                                  FLOOD_SECONDS if rates else 0.0, rates or (0, 0), seed)
+            xruns[case].append(result["xruns"])
+            print(f"round {seed + 1}, {case}: {result}", flush=True)
+    return xruns
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--flood", type=int, default=5, help="flood runs (0: none)")
+    parser.add_argument("--flood", type=int, default=3, help="flood rounds (0: none)")
     args = parser.parse_args()
     with dummy_jack(period=64):  # JACK delivers MIDI once a period: 1.45 ms here
         midi, idle = asyncio.run(midi_latency(args.messages))
@@ -133,12 +128,11 @@ def main() -> None:
     results = {}
     if args.flood:
         with dummy_jack(SR, 256) as device:
-            runs = asyncio.run(flood_runs(device, args.flood))
-        for flooded, quiet, _ in runs:
-            print(f"flood {FLOOD_SECONDS:g} s: {flooded['xruns']} xruns; quiet "
-                  f"{quiet['seconds']:.1f} s after it: {quiet['xruns']} xruns")
-        results["flood_xruns"] = [flooded["xruns"] for flooded, _, _ in runs]
-        results["quiet_xruns"] = [quiet["xruns"] for _, quiet, _ in runs]
+            xruns = flood_rounds(device, args.flood)
+        for case, counts in xruns.items():
+            print(f"main.py {SESSION_SECONDS:g} s, {case}: median {np.median(counts):g} xruns "
+                  f"{counts}")
+        results["xruns"] = xruns
     print(f"midi input open and idle: the process uses {idle:.1%} of a core")
     results["midi_idle_cpu"] = round(idle, 4)
     for name, ms in (("midi", midi), ("osc", osc)):

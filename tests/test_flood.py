@@ -1,6 +1,7 @@
 """A flood of OSC and MIDI, good and malformed, from a client process while the engine plays
 through a real PortAudio stream on a JACK server (dummy driver): the audio keeps running as in
-a quiet stretch of the same length, and the engine ends in the state the last messages set."""
+a quiet stretch of the same length, and the engine ends in the state the last messages set.
+And main.py with --midi, as a user runs it, keeps the audio as it is without."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from effects.params import PARAM_INDEX, PARAM_NAMES
 from engine.backends import AudioOutput
 from tests.conftest import SR, loaded_engine
 from tests.flood_client import (LAST_MIDI, LAST_OSC, MIDI_PARAM, MIDI_PORT, OSC_PARAM,
-                                 flood)
+                                 flood, live_session)
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 SECONDS = 1.0  # of flood: 4,000 OSC and 1,000 MIDI messages
@@ -75,3 +76,19 @@ def test_a_flood_of_osc_and_midi_leaves_the_audio_running(two_tracks, jack_serve
     others = np.ones(len(PARAM_NAMES), bool)
     others[[PARAM_INDEX[OSC_PARAM], PARAM_INDEX[MIDI_PARAM]]] = False
     np.testing.assert_array_equal(frame[others], before[others])
+
+
+def test_main_with_midi_plays_as_without(jack_server):
+    """``main.py --midi --osc`` on JACK MIDI, a controller's port present, idle and then sending
+    1,000 MIDI messages a second: no more xruns than main.py without them. Its hot-plug scan
+    used to open and close JACK clients every 2 s: 66-99 xruns in 20 s against 3-15 without."""
+    runs = []
+    for seed in range(3):  # the machine's own xruns come and go; a cost of --midi stays
+        without = live_session(jack_server, 8.0, controls=False)
+        with_midi = live_session(jack_server, 8.0, controls=True, flood_seconds=3.0,
+                                 rates=(0, 1000), seed=seed)
+        runs.append((without["xruns"], with_midi["xruns"]))
+        if with_midi["xruns"] <= without["xruns"] + 2:
+            break
+    assert with_midi["xruns"] <= without["xruns"] + 2, runs
+    assert with_midi["played"] >= 7.5, with_midi
