@@ -1,6 +1,7 @@
 """The live engine under load: callback time, xruns, trigger latency, offline render speed.
 
     .venv/bin/python bench/engine.py [--minutes 10] [--compare-seconds 60]
+    .venv/bin/python bench/engine.py --load 3
 
 On a JACK server with the dummy driver (real-time pacing, no sound card), two generated tracks
 play through a real PortAudio stream while the generation worker samples a transition every 10 s
@@ -12,7 +13,11 @@ again, so the music never stops):
 2. the shipped kind (process) at 128 and 256 frames for ``--minutes`` (the soak runs at 256);
 3. trigger-to-audible latency with quantize off: from the trigger command to the end of the
    callback that started the transition, plus PortAudio's output latency, median of 10;
-4. offline render speed (seconds of mix per second of wall time).
+4. offline render speed (seconds of mix per second of wall time);
+5. ``--load``: ``main.py --deck-a A --deck-b B --key-lock`` live, as a user starts it, with two
+   real tracks of the corpus (bench/real_corpus.py, 3-5 minutes) and an empty analysis cache:
+   xruns while deck A plays and deck B is analysed, read, planned and stretched
+   (``xruns_during_load``), and in as long a stretch after it (``xruns_after_load``).
 
 Callback time is a share of the block's duration (median, p99, max). The last line is JSON.
 """
@@ -21,7 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +49,7 @@ from engine.transition import Scheduled  # noqa: E402
 from engine.worker import GenerateRequest, GenerationWorker, policy_transitions  # noqa: E402
 
 SR = 44100
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tracks() -> tuple[Track, Track]:
@@ -137,12 +148,67 @@ def render_speed(decks: tuple[Track, Track]) -> float:
     return n / SR / (time.perf_counter() - t0)
 
 
+LOAD_PAIR = ("starfighter-data/through_space.ogg", "asc-music/machine_wars.mp3")  # 115, 120 BPM
+LOADED = re.compile(r"^deck ([AB]): .* BPM")
+XRUNS = re.compile(r"xruns (\d+)")
+
+
+def load_run(device: int, a: Path, b: Path, after: float = 30.0) -> dict:
+    """``main.py`` live with an empty analysis cache: xruns from deck A's first sound until deck B
+    is loaded, planned and stretched (the status line's "stretching" gone), then ``after``
+    seconds more."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "XDG_CACHE_HOME": cache, "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "main.py", "--deck-a", str(a), "--deck-b", str(b),
+                   "--device", str(device), "--key-lock", "--seconds", "600"]
+        marks: dict[str, tuple[float, int]] = {}
+        xruns, t0 = 0, time.monotonic()
+        with subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) as live:
+            for line in live.stdout:  # text mode: the status line's returns end lines too
+                now = time.monotonic() - t0
+                if found := XRUNS.search(line):
+                    xruns = int(found.group(1))
+                if found := LOADED.match(line.strip()):
+                    marks.setdefault(found.group(1), (now, xruns))
+                ready = "B" in marks and "candidates" in line and "stretching" not in line \
+                    and "loading" not in line
+                if ready and "ready" not in marks:
+                    marks["ready"] = (now, xruns)
+                if "ready" in marks and now > marks["ready"][0] + after:
+                    live.send_signal(signal.SIGINT)
+                    break
+            live.communicate(timeout=30)
+    (t_a, x_a), (t_ready, x_ready) = marks["A"], marks["ready"]
+    return {"load_seconds": round(t_ready - t_a, 1), "xruns_during_load": x_ready - x_a,
+            "xruns_after_load": xruns - x_ready, "after_seconds": after}
+
+
+def load_runs(runs: int) -> None:
+    from real_corpus import fetch
+
+    tracks = {track.id: track for track in fetch()}
+    a, b = (tracks[name].path() for name in LOAD_PAIR)
+    results = []
+    with dummy_jack(SR, 256) as device:
+        for _ in range(runs):
+            results.append(load_run(device, a, b))
+            print(f"{a.name} playing while {b.name} loads: {results[-1]}", flush=True)
+    print(json.dumps({key: [r[key] for r in results] for key in results[0]}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="the soak at 256 frames")
     parser.add_argument("--compare-seconds", type=float, default=60.0,
                         help="each run of the thread/process comparison and of 128 frames")
+    parser.add_argument("--load", type=int, metavar="RUNS", default=0,
+                        help="only the loading runs (5. above), this many")
     args = parser.parse_args()
+    if args.load:
+        load_runs(args.load)
+        return
     decks = tracks()
     results: dict[str, float] = {"render_x_realtime": round(render_speed(decks), 1)}
     print(f"offline render: {results['render_x_realtime']}x real time", flush=True)
