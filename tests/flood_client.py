@@ -151,14 +151,17 @@ async def flood(engine: Any, out: Any, server: Any, midi: Any, seconds: float,
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"played ([\d.]+) s: (\d+) xruns, callback load (\d+)% median, (\d+)% p99")
+STATUS_XRUNS = re.compile(r"\| xruns (\d+)")
 
 
 def live_session(device: int, seconds: float, controls: bool, flood_seconds: float = 0.0,
                  rates: tuple[int, int] = (0, 0), seed: int = 6) -> dict:
     """``main.py`` live (the demo, the rule-based policy) on ``device`` for ``seconds``, with a
     client's ports present: with ``controls`` it listens to them (``--midi``, ``--osc``), and
-    the client floods for ``flood_seconds`` once main.py has opened its MIDI port. Returns what
-    main.py said at the end: seconds played, xruns, callback load (median and p99, %)."""
+    the client floods for ``flood_seconds`` from a second after deck A starts playing. Returns
+    what main.py said at the end (seconds played, xruns, callback load median and p99 in %) and
+    ``steady_xruns``, those from a second after deck A started: starting (loading the decks,
+    opening ports and connecting them) is not what a controller costs while the music plays."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         osc_port = probe.getsockname()[1]
@@ -178,21 +181,27 @@ def live_session(device: int, seconds: float, controls: bool, flood_seconds: flo
         with subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) as live:
-            output = []
+            output, playing, steady_from = [], None, None
             for line in live.stdout:
                 output.append(line)
-                if controls and flood_seconds and line.startswith("MIDI: "):
-                    client.stdin.write("go\n")
-                    client.stdin.flush()
+                if playing is None and line.startswith("A: play"):
+                    playing = time.monotonic()
+                if steady_from is None and playing and time.monotonic() > playing + 1.0 \
+                        and (found := STATUS_XRUNS.search(line)):
+                    steady_from = int(found.group(1))
+                    if controls and flood_seconds:
+                        client.stdin.write("go\n")
+                        client.stdin.flush()
         assert live.returncode == 0, "".join(output[-20:])
     finally:
         client.kill()
         client.wait()
     found = [m for line in output if (m := SUMMARY.search(line))]
     assert found, "".join(output[-20:])
+    assert steady_from is not None, "".join(output[-20:])
     played, xruns, median, p99 = found[-1].groups()
-    return {"played": float(played), "xruns": int(xruns), "load_median": int(median),
-            "load_p99": int(p99)}
+    return {"played": float(played), "xruns": int(xruns), "steady_xruns": int(xruns) - steady_from,
+            "load_median": int(median), "load_p99": int(p99)}
 
 
 if __name__ == "__main__":

@@ -80,15 +80,16 @@ def test_a_flood_of_osc_and_midi_leaves_the_audio_running(two_tracks, jack_serve
 
 def test_main_with_midi_plays_as_without(jack_server):
     """``main.py --midi --osc`` on JACK MIDI, a controller's port present, idle and then sending
-    1,000 MIDI messages a second: no more xruns than main.py without them. Its hot-plug scan
-    used to open and close JACK clients every 2 s: 66-99 xruns in 20 s against 3-15 without."""
+    1,000 MIDI messages a second: no more xruns while the music plays than main.py without them.
+    Its hot-plug scan used to open and close JACK clients every 2 s: 31-33 xruns in 8 s against
+    0-1 without."""
     runs = []
     for seed in range(3):  # the machine's own xruns come and go; a cost of --midi stays
-        without = live_session(jack_server, 8.0, controls=False)
-        with_midi = live_session(jack_server, 8.0, controls=True, flood_seconds=3.0,
+        without = live_session(jack_server, 10.0, controls=False)
+        with_midi = live_session(jack_server, 10.0, controls=True, flood_seconds=3.0,
                                  rates=(0, 1000), seed=seed)
-        runs.append((without["xruns"], with_midi["xruns"]))
-        if with_midi["xruns"] <= without["xruns"] + 2:
+        runs.append((without["steady_xruns"], with_midi["steady_xruns"]))
+        if with_midi["steady_xruns"] <= without["steady_xruns"] + 2:
             break
-    assert with_midi["xruns"] <= without["xruns"] + 2, runs
-    assert with_midi["played"] >= 7.5, with_midi
+    assert with_midi["steady_xruns"] <= without["steady_xruns"] + 2, runs
+    assert with_midi["played"] >= 9.5, with_midi
