@@ -17,7 +17,7 @@ from engine.session import say
 
 from .ableton import AbletonTempo
 from .link import LinkFollower
-from .midi import MidiClockOut, MidiInput
+from .midi import MidiClockOut, MidiInput, matching
 from .osc import OSCServer
 
 MIDI_SCAN_SECONDS = 2.0  # hot-plug: how often the MIDI ports are looked for again
@@ -72,7 +72,7 @@ async def clock_part(port_name: str, engine: Engine, output: AudioOutput
                      ) -> AsyncIterator[MidiClockOut | None]:
     """MIDI clock out at the live tempo; a port that is not there is said, and not fatal."""
     backend = mido.Backend(os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi"))
-    names = [n for n in backend.get_output_names() if port_name.lower() in n.lower()]
+    names = matching(backend.get_output_names(), port_name)
     if not names:
         print(f"error: no MIDI output port matches {port_name}", file=sys.stderr)
         yield None
