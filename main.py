@@ -39,7 +39,7 @@ from controllers.parts import ableton_part, clock_part, link_part, midi_part, os
 from effects.params import PARAM_NAMES  # noqa: E402
 from engine.backends import AudioDeviceError, output_devices, unwritable  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
-from engine.levels import LevelsConfig  # noqa: E402
+from effects.levels import LevelsConfig  # noqa: E402
 from engine.session import LiveOptions, Part, render_mix, run_live  # noqa: E402
 from engine.warmup import warm_up  # noqa: E402
 

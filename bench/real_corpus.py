@@ -11,6 +11,7 @@ already extracted there are skipped. Nothing of the corpus is kept in the reposi
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -108,11 +109,16 @@ def fetch(root: Path | None = None) -> list[Track]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Fetch the real-music corpus and list it.")
+    parser.add_argument("--paths", action="store_true",
+                        help="print each track's file path alone (for python -m model.data "
+                             "--tracks)")
+    args = parser.parse_args()
     tracks = fetch()
     root = corpus_dir()
     size = sum(entry["size"] for entry in load_manifest())
     for track in tracks:
-        print(f"{track.id:55s} {track.style}")
+        print(track.path(root) if args.paths else f"{track.id:55s} {track.style}")
     print(f"{len(tracks)} tracks from {len(load_manifest())} packages "
           f"({size / 1e6:.0f} MB of .debs) in {root}", file=sys.stderr)
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .levels import LevelsConfig
+from effects.levels import LevelsConfig
 
 Quantize = Literal["off", "beat", "bar", "phrase"]
 

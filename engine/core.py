@@ -32,11 +32,11 @@ import numpy as np
 
 from analysis.track import TrackAnalysis
 from effects import MixerConfig, StreamingMixer
+from effects.levels import LevelsConfig
 from effects.params import (MASTER_GAIN, N_DECK_PARAMS, N_PARAMS, PARAM_NAMES,
                             neutral_frame)
 
 from .deck import Track, read_stems, sync_rate
-from .levels import LevelsConfig
 from .limiter import Limiter
 from .transition import Scheduled, frame_at
 

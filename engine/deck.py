@@ -29,7 +29,7 @@ class Track:
     analysis: TrackAnalysis
     # A key-lock copy: the track time-stretched to play this many times faster at its own pitch.
     stretch: float = 1.0
-    # Linear gain on the deck for this track's level (engine.levels.trim_for); it is part of the
+    # Linear gain on the deck for this track's level (effects.levels.trim_for); it is part of the
     # track, so a load or a swap brings it in with the stems, in one reference assignment.
     trim: float = 1.0
 

@@ -21,13 +21,13 @@ import numpy as np
 from analysis import grid_edits
 from analysis.beats import BEATS_PER_BAR, PHRASE_BARS, BeatGrid
 from analysis.track import TrackAnalysis, analyze, track_hash
+from effects.levels import trim_for
 from effects.params import PARAM_INDEX, PARAM_NAMES
 
 from . import core as c
 from .config import EngineConfig, Quantize
 from .deck import Track, track_from_analysis
 from .keylock import KeyLock
-from .levels import trim_for
 from .taps import TapTempo
 from .transition import Scheduled, Transition, next_start
 from .worker import (AnalyzeRequest, GenerateRequest, Generator, GenerationWorker, Result,

@@ -54,6 +54,7 @@ from analysis.cache import AnalysisCache
 from analysis.features import FRAMES_PER_BEAT
 from analysis.track import AnalysisError, TrackAnalysis, analyze
 from effects import DifferentiableMixer, MixerConfig
+from effects.levels import LevelsConfig, trim_for
 from effects.params import CROSSFADER, N_PARAMS, PARAM_INDEX, REVERB_WET, neutral_frame
 
 from model.checkpoint import DEFAULT_CHECKPOINT, load_model
@@ -166,9 +167,11 @@ def pick_rows(data: TransitionDataset, count: int, seed: int = 0) -> np.ndarray:
 def dataset_pairs(data: TransitionDataset, rows: np.ndarray, sample_rate: int,
                   cache: AnalysisCache | None = None) -> Iterator[Pair]:
     """The transitions ``rows`` of a dataset, their tracks analysed again from the sources its
-    manifest names (read from the analysis cache when it holds them)."""
+    manifest names (read from the analysis cache when it holds them), each deck at the level the
+    engine plays it (its loudness trim to the default target)."""
     entries = data.manifest["tracks"]
     separator = data.manifest.get("separator", "dsp")
+    levels = LevelsConfig()
 
     @functools.lru_cache(maxsize=2)  # rows come in track order; a track is ~200 MB of stems
     def track(i: int) -> TrackAnalysis:
@@ -188,8 +191,10 @@ def dataset_pairs(data: TransitionDataset, rows: np.ndarray, sample_rate: int,
                   for t, deck in ((a, "a"), (b, "b"))]
         rate = a.bpm / b.bpm  # deck B's speed at deck A's tempo
         yield Pair(f"{entries[e['a_track'][row]]['name']} > {entries[e['b_track'][row]]['name']}",
-                   bars, excerpt(a, starts[0], seconds, 1.0, sample_rate),
-                   excerpt(b, starts[1], seconds, rate, sample_rate),
+                   bars, trim_for(a.loudness_lufs, levels) * excerpt(a, starts[0], seconds, 1.0,
+                                                                       sample_rate),
+                   trim_for(b.loudness_lufs, levels) * excerpt(b, starts[1], seconds, rate,
+                                                               sample_rate),
                    np.arange(bars * BEATS_PER_BAR) * period, a.key_index,
                    heard_key(b.key_index, rate), e["curves"][row].astype(np.float32),
                    data.batch(np.array([row])))

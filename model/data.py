@@ -84,8 +84,11 @@ def track_entry(result: TrackAnalysis, path: Path | str, out_dir: Path, index: i
     bar0 = -f.start_beat * FRAMES_PER_BEAT  # frame of the first downbeat
     n_bars = (f.n_frames - bar0) // FRAMES_PER_BAR
     voc = vocal_bars(result)[:n_bars]
-    np.savez(out_dir / "tracks" / f"{index:03d}.npz", vocal_bars=voc,
-             **{name: np.asarray(getattr(f, name)) for name in _FEATURE_FIELDS})
+    # Compressed, mels in float16 (0.1 dB steps): a real track's mels are megabytes, and a
+    # dataset travels to a GPU machine. Readers cast to float32.
+    arrays = {name: np.asarray(getattr(f, name)) for name in _FEATURE_FIELDS}
+    arrays["stem_mels"] = arrays["stem_mels"].astype(np.float16)
+    np.savez_compressed(out_dir / "tracks" / f"{index:03d}.npz", vocal_bars=voc, **arrays)
     return {"name": Path(path).name, "source": str(path), "bpm": round(result.bpm, 3),
             "key": result.key_name, "key_index": result.key_index,
             "n_bars": int(n_bars), "bar0": int(bar0), "vocal_bars": voc}
@@ -95,8 +98,8 @@ def write_examples(out_dir: Path, rows: dict[str, list]) -> None:
     """``examples.npz`` from one list per field (curves as float16)."""
     arrays = {name: np.asarray(value, dtype=np.int32) for name, value in rows.items()
               if name != "curves"}
-    np.savez(out_dir / "examples.npz", curves=np.asarray(rows["curves"], dtype=np.float16),
-             **arrays)
+    np.savez_compressed(out_dir / "examples.npz",
+                        curves=np.asarray(rows["curves"], dtype=np.float16), **arrays)
 
 
 def read_examples(root: Path) -> dict[str, np.ndarray]:
@@ -286,17 +289,31 @@ class TransitionDataset:
         return out
 
 
+def _is_stem_folder(path: Path) -> bool:
+    return path.is_dir() and any(q.stem.lower() == "drums" for q in path.iterdir())
+
+
 def audio_inputs(folder: Path) -> list[Path]:
     """Audio files and stem folders directly inside ``folder``, sorted."""
     return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in AUDIO_SUFFIXES or (p.is_dir() and any(
-                      q.stem.lower() == "drums" for q in p.iterdir())))
+                  if p.suffix.lower() in AUDIO_SUFFIXES or _is_stem_folder(p))
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Audio files and stem folders as given, other folders replaced by what they hold."""
+    out: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise DatasetError(f"{path}: no such file or folder")
+        out += audio_inputs(path) if path.is_dir() and not _is_stem_folder(path) else [path]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build a transition dataset from audio.")
-    parser.add_argument("--tracks", type=Path, required=True,
-                        help="folder of audio files (or drums/bass/vocals/other stem folders)")
+    parser.add_argument("--tracks", type=Path, nargs="+", required=True,
+                        help="audio files, stem folders (drums/bass/vocals/other) or folders "
+                             "of either")
     parser.add_argument("--out", type=Path, required=True, help="dataset folder to write")
     parser.add_argument("--generate", type=int, default=0, metavar="N",
                         help="first render N synthetic tracks into --tracks")
@@ -307,13 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--separator", default="dsp")
     args = parser.parse_args(argv)
     if args.generate:
-        generate_tracks(args.tracks, args.generate, seed=args.seed)
-    if not args.tracks.is_dir():
-        print(f"error: {args.tracks}: no such folder", file=sys.stderr)
-        return 2
-    inputs = audio_inputs(args.tracks)
+        if len(args.tracks) != 1:
+            print("error: --generate renders into one --tracks folder", file=sys.stderr)
+            return 2
+        generate_tracks(args.tracks[0], args.generate, seed=args.seed)
     try:
-        build_dataset(inputs, args.out, partners=args.partners,
+        build_dataset(expand_inputs(args.tracks), args.out, partners=args.partners,
                       transitions_per_pair=args.per_pair, holdout=args.holdout, seed=args.seed,
                       separator=args.separator,
                       command="python -m model.data " + shlex.join(argv or sys.argv[1:]))

@@ -36,6 +36,7 @@ VALIDATION_SEED = 1234
 # Validation batches are drawn once, from this many examples at most, and scored with fixed
 # noise, so that successive checkpoints are compared on the same draws.
 VALIDATION_EXAMPLES = 256
+CALIBRATION_STEPS = 20  # steps timed to fit a run into --minutes (after as many to warm up)
 # The loss the best checkpoint was picked by, as log records and exported records name it.
 BEST_KEYS = ("best_val_loss", "best_train_loss")
 
@@ -112,7 +113,8 @@ def _validation_batches(data: Path, batch_size: int) -> list:
 def train(data_path: Path | str | None = None, output_dir: Path | str = "runs/transition",
           config: Config | None = None, steps: int | None = None,
           resume: Path | str | None = None, device: str | None = None,
-          progress: bool = True, init: Path | str | None = None) -> Path:
+          progress: bool = True, init: Path | str | None = None,
+          minutes: float | None = None) -> Path:
     """Train a model; returns the path of the best (EMA) checkpoint.
 
     Without ``data_path`` a dataset is built from generated tracks inside ``output_dir``.
@@ -120,6 +122,9 @@ def train(data_path: Path | str | None = None, output_dir: Path | str = "runs/tr
     noise, learning rate and EMA as if it had never stopped); ``steps`` is the run's total.
     ``init`` starts a new run from a checkpoint's weights (fine-tuning); parameters the
     checkpoint lacks keep their initialisation and are listed in the log.
+    ``minutes``: a wall-clock budget (a lent GPU's lease, a session). After ``CALIBRATION_STEPS``
+    the run's total becomes the steps that fit in it at the measured rate (never more than
+    ``steps``), so the learning rate still decays to its end; the log records the new total.
     """
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
@@ -132,6 +137,8 @@ def train(data_path: Path | str | None = None, output_dir: Path | str = "runs/tr
         config = config.model_copy(update={"train": config.train.model_copy(
             update={"steps": steps})})
     tc: TrainConfig = config.train
+    if minutes is not None and tc.steps <= 2 * CALIBRATION_STEPS:
+        minutes = None  # too short a run to time
     data = Path(data_path) if data_path is not None else generated_dataset(output, seed=tc.seed)
     dataset = TransitionDataset(data, "train")
     validation = _validation_batches(data, tc.batch_size)
@@ -166,7 +173,22 @@ def train(data_path: Path | str | None = None, output_dir: Path | str = "runs/tr
                dynamic_ncols=True)
     smooth = None
     started = time.perf_counter()
+    clock = 0.0  # when the timed steps began: the first ones compile and warm caches
     for step in range(step, tc.steps):
+        if minutes is not None and state is None and step == CALIBRATION_STEPS:
+            clock = time.perf_counter()
+        elif minutes is not None and state is None and step == 2 * CALIBRATION_STEPS:
+            rate = CALIBRATION_STEPS / (time.perf_counter() - clock)
+            left = minutes * 60.0 - (time.perf_counter() - started)
+            total = max(step + 1, min(tc.steps, step + int(rate * left)))
+            config = config.model_copy(update={"train": tc.model_copy(update={"steps": total})})
+            tc = config.train
+            scheduler.lr_lambdas = [lr_lambda(tc.warmup_steps, total)]
+            bar.total = total
+            log.write(json.dumps({"minutes": minutes, "steps_per_s": round(rate, 3),
+                                  "steps": total}) + "\n")
+        if step >= tc.steps:
+            break
         batch = dataset.sample(rng, tc.batch_size)
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
             loss = model.loss(batch.curves.to(dev), batch.track_a.to(dev), batch.track_b.to(dev))
@@ -294,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(fine-tuning; a model that gained parameters keeps them as initialised)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--export", type=Path, help="write the best weights here, fp16")
+    parser.add_argument("--minutes", type=float, help="wall-clock budget: the run's steps "
+                        "become what fits in it (at most --steps)")
     args = parser.parse_args(argv)
     try:
         config = get_config(args.config)
@@ -306,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         with (args.output / "commands.txt").open("a") as f:  # every stage of the run
             f.write("python -m model.training " + shlex.join(argv or sys.argv[1:]) + "\n")
         train(args.data, args.output, config, steps=args.steps, resume=args.resume,
-              device=args.device, init=args.init)
+              device=args.device, init=args.init, minutes=args.minutes)
         if args.export:
             export(args.output, args.export, args.data)
     except (DatasetError, ValueError, FileNotFoundError) as err:

@@ -10,7 +10,7 @@ from scipy.signal import resample_poly
 
 from analysis.loudness import integrated_loudness
 from analysis.synth import render_track
-from engine.levels import LevelsConfig, trim_for
+from effects.levels import LevelsConfig, trim_for
 from engine.limiter import Limiter
 
 SR = 44100

@@ -174,3 +174,40 @@ def test_without_a_test_split_the_best_is_picked_by_the_training_loss(dataset, t
     assert "best_val_loss" not in exported
     shipped = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text())
     assert exported["init"]["best_val_loss"] == shipped["best_val_loss"]
+
+
+def test_the_builder_takes_files_and_folders_and_stores_mels_compactly(dataset, tmp_path):
+    from model.data import expand_inputs
+
+    root, _ = dataset
+    folder = root.parent / "tracks"
+    files = sorted(folder.glob("*.flac"))
+    assert expand_inputs([folder]) == sorted([*files, folder / "broken.wav"])
+    assert expand_inputs([files[1], files[0]]) == [files[1], files[0]]  # as given
+    with pytest.raises(DatasetError, match="nowhere.flac: no such file"):
+        expand_inputs([tmp_path / "nowhere.flac"])
+    with np.load(root / "tracks" / "000.npz") as z:
+        assert z["stem_mels"].dtype == np.float16
+    batch = TransitionDataset(root, "train").sample(np.random.default_rng(0), 2)
+    assert batch.track_a.stem_mels.dtype == torch.float32
+
+
+@pytest.mark.parametrize("minutes, expected", [(1e-4, 41), (60.0, 50)])
+def test_a_time_budget_sets_the_runs_length(dataset, tmp_path, minutes, expected):
+    """With --minutes the run's total is what fits at the rate timed after the warm-up steps
+    (at least one step more than were timed, never more than --steps), and the learning rate,
+    the log and a resume all know it."""
+    root, _ = dataset
+    config = TINY.model_copy(update={"train": TINY.train.model_copy(
+        update={"checkpoint_every": 1000, "warmup_steps": 5})})
+    run = tmp_path / "run"
+    train(root, run, config, steps=50, progress=False, device="cpu", minutes=minutes)
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    budget = next(r for r in records if "minutes" in r)
+    assert budget["minutes"] == minutes and budget["steps"] == expected
+    assert budget["steps_per_s"] > 0
+    assert records[-1]["step"] == expected
+    state = torch.load(run / "resume.pt", weights_only=True)
+    assert Config.model_validate_json(state["config"]).train.steps == expected
+    if expected < 50:  # the schedule decayed to its floor at the shortened end
+        assert records[-1]["lr"] == pytest.approx(0.1 * config.train.learning_rate, rel=1e-3)
