@@ -103,6 +103,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--auto-trigger", type=int, metavar="BAR",
                    help="trigger the transition by itself when deck A reaches BAR (the demo: 9)")
     p.add_argument("--record", type=Path, metavar="FILE", help="record what is played (live)")
+    p.add_argument("--log-dir", type=Path, metavar="DIR",
+                   help="the performer log's folder: every transition played, as a training "
+                        "example (default: $XDG_DATA_HOME/automix-live/transitions)")
+    p.add_argument("--no-log", action="store_true", help="keep no performer log")
     p.add_argument("--seconds", type=float, help="stop the live engine after this long")
     p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     p.add_argument("--device", help="output device: index or part of its name")
@@ -206,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                               candidates=args.candidates, steps=args.steps,
                               checkpoint=args.checkpoint, model_device=args.model_device,
                               worker=args.worker, separator=args.separator,
+                              log=not args.no_log,
+                              log_dir=str(args.log_dir) if args.log_dir else None,
                               levels=LevelsConfig(auto_gain=args.auto_gain == "on",
                                                   target_lufs=args.loudness_target))
     except ValueError as err:

@@ -62,7 +62,7 @@ def render_pair(path_a: Path, path_b: Path, method: str, bars: int, checkpoint: 
     """The render around the transition [2, N], its start and end (s into the render), and
     what the engine said of the transition; ``seed``: the engine's (the policy's style)."""
     config = EngineConfig(bars=bars, checkpoint="none" if method != "model" else checkpoint,
-                          candidates=1, seed=seed)
+                          candidates=1, seed=seed, log=False)  # measurements, not performances
     engine = Engine(config)
     engine.load(0, path_a)
     engine.load(1, path_b)

@@ -31,4 +31,6 @@ class EngineConfig(BaseModel):
     separator: str = "dsp"
     record_seconds: float = Field(30.0, gt=0)  # ring buffer between callback and recorder
     levels: LevelsConfig = Field(default_factory=LevelsConfig)  # auto gain and the limiter
+    log: bool = True  # the performer log: every transition played, kept as a training example
+    log_dir: str | None = None  # its folder; None: $XDG_DATA_HOME/automix-live/transitions
     seed: int = 0

@@ -38,7 +38,7 @@ from effects.params import (MASTER_GAIN, N_DECK_PARAMS, N_PARAMS, PARAM_NAMES,
 
 from .deck import Track, read_stems, sync_rate
 from .limiter import Limiter
-from .transition import Scheduled, frame_at
+from .transition import Scheduled, Take, frame_at
 
 CONTROL_BLOCK = 128
 # A hand picks a parameter up when it comes this close to the curve's value (or crosses it).
@@ -144,6 +144,8 @@ class EngineCore:
         self.limiter = Limiter(sample_rate, levels.ceiling_dbtp, levels.release_ms)
         self.commands: deque[Command] = deque()
         self.events: deque[tuple[str, int]] = deque(maxlen=256)  # (what, clock)
+        # Transitions that played and ended, with their takes filled in, for the loop to take.
+        self.ended: deque[Scheduled] = deque(maxlen=16)
         self._tracks: list[Track | None] = [None, None]
         self._swaps: list[Track | None] = [None, None]  # copies waiting for their deck's beat
         self._pos = np.zeros(2)
@@ -154,6 +156,8 @@ class EngineCore:
         self._frame = self._manual.copy()
         self._curves: np.ndarray | None = None
         self._scheduled: Scheduled | None = None
+        self._take: Take | None = None
+        self._recorded = 0  # curve frames of the take written so far
         self._phase = "idle"
         self._progress = 0.0
         self._start_beat = 0.0
@@ -213,7 +217,6 @@ class EngineCore:
             self._apply(self.commands.popleft())
         if self._scheduled is not None:
             self._advance_transition()
-            self._frame[:] = np.where(self._taken, self._hand, self._frame)
         else:
             self._frame[:] = self._manual
         for d in (0, 1):
@@ -271,7 +274,7 @@ class EngineCore:
             # wait for them. Not started: it never will; running: hand over to deck B now.
             if self._phase == "running":
                 self._progress = s.transition.beats
-                frame_at(self._curves, s.transition.beats, self._progress, self._frame)
+                self._play_curves(s.transition.beats)
             self._end(aborted=self._phase != "running")
             return
         per_sample = self._rate[o] / (sr * out_track.beat_seconds)
@@ -300,11 +303,29 @@ class EngineCore:
         elif self._phase == "returning":
             # Back at ABORT_SPEED times the tempo, and at 120 BPM's pace if the deck is paused.
             self._progress -= ABORT_SPEED * max(step, CONTROL_BLOCK / sr * 2.0)
-        frame_at(self._curves, length, self._progress, self._frame)
+        self._play_curves(length)
         if self._phase == "running" and self._progress >= length:
             self._end(aborted=False)
         elif self._phase == "returning" and self._progress <= 0.0:
             self._end(aborted=True)
+
+    def _play_curves(self, length: float) -> None:
+        """Set the frame of this control block: the curves at the transition's progress, the
+        hand's parameters over them; the take records it, so it holds what was heard."""
+        frame_at(self._curves, length, self._progress, self._frame)
+        np.copyto(self._frame, self._hand, where=self._taken)
+        if self._take is not None:
+            self._record(length)
+
+    def _record(self, length: float) -> None:
+        take = self._take
+        n = take.curves.shape[0]
+        # Every curve frame reached for the first time; going back (an abort) writes none.
+        while self._recorded < n and self._recorded * length / n <= self._progress:
+            take.curves[self._recorded] = self._frame
+            self._recorded += 1
+        if self._progress > take.progress:
+            take.progress = self._progress
 
     def _start(self, s: Scheduled, start: float) -> None:
         self._phase = "running"
@@ -320,11 +341,17 @@ class EngineCore:
         self._taken[:] = own & (np.abs(self._manual - first) > 1e-3)
         self._hand[:] = self._manual
         self._last_hand[:] = np.nan
+        self._take = s.take
+        self._recorded = 0
+        if s.take is not None:
+            s.take.start_beat = start
         self._event("transition_started")
 
     def _end(self, aborted: bool) -> None:
         s = self._scheduled
         incoming = 1 - s.outgoing
+        if self._take is not None:  # it started: something was played
+            self._hand_over_take(aborted)
         if aborted:
             if self._phase != "pending":
                 self._playing[incoming] = False
@@ -339,6 +366,15 @@ class EngineCore:
         self._phase = "idle"
         self._held = False
         self._taken[:] = False
+
+    def _hand_over_take(self, aborted: bool) -> None:
+        take = self._take
+        take.frames = self._recorded
+        take.aborted = aborted
+        take.taken[:] = self._taken
+        take.rates[:] = self._rate
+        self._take = None
+        self.ended.append(self._scheduled)
 
     def _event(self, what: str) -> None:
         self._event_count += 1

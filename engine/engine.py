@@ -28,8 +28,9 @@ from . import core as c
 from .config import EngineConfig, Quantize
 from .deck import Track, track_from_analysis
 from .keylock import KeyLock
+from .performer_log import PerformerLog, default_log_dir
 from .taps import TapTempo
-from .transition import Scheduled, Transition, next_start
+from .transition import Scheduled, Take, Transition, next_start
 from .worker import (AnalyzeRequest, GenerateRequest, Generator, GenerationWorker, Result,
                      policy_transitions)
 
@@ -101,6 +102,7 @@ class Engine:
         self.bars = self.config.bars
         self.guidance = self.config.guidance
         self.model_note = self._generator.note if self._generator else "model loading"
+        self.checkpoint = self._generator.checkpoint if self._generator else ""  # the model's file
         # Known at once offline; live, from the worker's first answer.
         self.model_ready = bool(self._generator and self._generator.model is not None)
         self.messages = Messages()
@@ -115,6 +117,8 @@ class Engine:
         self._grid_jobs = ThreadPoolExecutor(1, "grid") if worker is not None else None
         self._kept: list[tuple[int, TrackAnalysis, TrackAnalysis | None, str]] = []
         self._lock = threading.Lock()  # guards _loaded and _kept between threads and the loop
+        self.log = PerformerLog(Path(self.config.log_dir or default_log_dir()),
+                                synchronous=worker is None) if self.config.log else None
 
     # --- decks ----------------------------------------------------------------------------
 
@@ -440,7 +444,11 @@ class Engine:
         if bars < transition.bars:  # the outgoing track ends first: the curves run faster
             transition = replace(transition, bars=bars)
             how += f", shortened to {bars} bars (deck {DECK_NAMES[out]} ends)"
-        self.core.send(c.Schedule(Scheduled(transition, out, start, 0.0)))
+        # The take's arrays are made here: the callback records into them and allocates none.
+        take = Take.blank(transition.curves.shape[0], tuple(self.tracks),
+                          self.checkpoint if transition.source == "model" else "") \
+            if self.log is not None else None
+        self.core.send(c.Schedule(Scheduled(transition, out, start, 0.0, take)))
         where = "now" if start is None else (f"on bar {start // BEATS_PER_BAR + 1:.0f}, beat "
                                              f"{start % BEATS_PER_BAR + 1:.0f} of deck "
                                              f"{DECK_NAMES[out]}")
@@ -486,13 +494,28 @@ class Engine:
             self._last_errors = status.errors
             self.messages.add(f"audio errors: {status.errors} (last: {status.last_error})")
         self._update_key_lock()
+        self._log_ended()
         return self.messages.drain()
 
+    def _log_ended(self, closing: bool = False) -> None:
+        """Hand the transitions that ended to the performer log (closing: and wait for it to
+        write them), and say what it said."""
+        if self.log is None:
+            return
+        while self.core.ended:
+            self.log.submit(self.core.ended.popleft())
+        if closing:
+            self.log.close()
+        for message in self.log.drain():
+            self.messages.add(message)
+
     def close(self) -> None:
-        """Stop what runs beside the loop (key-lock stretches, grid fixes not yet kept)."""
+        """Stop what runs beside the loop (key-lock stretches, grid fixes not yet kept) and
+        write the transitions still to be logged."""
         self.keylock.close()
         if self._grid_jobs is not None:
             self._grid_jobs.shutdown(wait=True, cancel_futures=True)
+        self._log_ended(closing=True)
 
     def __enter__(self) -> Engine:
         return self
@@ -503,6 +526,7 @@ class Engine:
     def _result(self, result: Result) -> None:
         if result.serial == -1:
             self.model_note = result.extra["note"]
+            self.checkpoint = result.extra["checkpoint"]
             self.model_ready = not result.error
             self.messages.add(self.model_note)
             return

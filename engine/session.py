@@ -159,7 +159,10 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path,
     async with AsyncExitStack() as stack:
         worker = stack.enter_context(GenerationWorker(
             config.worker, config.checkpoint, config.model_device, config.worker_threads))
-        engine = stack.enter_context(Engine(config, worker=worker))
+        engine = Engine(config, worker=worker)
+        # What closing it says (the performer log's last writes) comes after it is closed.
+        stack.callback(lambda: [say(m) for m in engine.messages.drain()])
+        stack.enter_context(engine)
         recorder = None
         if options.record is not None:
             recorder = Recorder(options.record, config.sample_rate, config.record_seconds)

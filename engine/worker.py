@@ -135,10 +135,15 @@ def policy_transitions(r: GenerateRequest) -> tuple[Transition, ...]:
                             r.bars, "policy", k) for k in range(r.n_samples))
 
 
+def feature_frame(f: AnalysisFeatures, beat: float) -> int:
+    """The frame of a track's features at ``beat`` (0 at the first downbeat)."""
+    return int(round((beat - f.start_beat) * FRAMES_PER_BEAT))
+
+
 def feature_window(f: AnalysisFeatures, beat: float, frames: int) -> AnalysisFeatures:
     """``frames`` frames of a track's features from ``beat`` (0 at the first downbeat); frames
     beyond the track are silence on the same grid."""
-    start = int(round((beat - f.start_beat) * FRAMES_PER_BEAT))
+    start = feature_frame(f, beat)
     idx = np.arange(start, start + frames)
     inside = (idx >= 0) & (idx < f.n_frames)
     safe = np.clip(idx, 0, f.n_frames - 1)
@@ -156,7 +161,8 @@ def feature_window(f: AnalysisFeatures, beat: float, frames: int) -> AnalysisFea
 def _serve(requests, results, checkpoint: str | None, device: str | None,
            threads: int | None) -> None:
     generator = Generator(checkpoint, device, threads)
-    results.put(Result(-1, error=generator.why_not, extra={"note": generator.note}))
+    results.put(Result(-1, error=generator.why_not,
+                       extra={"note": generator.note, "checkpoint": generator.checkpoint}))
     while True:
         request = requests.get()
         if request is None:

@@ -4,12 +4,20 @@ A dataset is a directory:
 
 - ``manifest.json``: format version, the builder's settings, one entry per track (name, source,
   split, BPM, key, bars), the example count and, for examples fitting.fit added, ``fitted`` (the
-  mix, alignment and fit error of each);
+  mix, alignment and fit error of each); for transitions the engine played, ``performed`` (below);
 - ``tracks/NNN.npz``: one track's analysis features (the fields of analysis.features.TrackFeatures)
   plus ``vocal_bars``, which bars carry vocals (for the policy's vocal rule);
 - ``examples.npz``: one row per transition: ``a_track``, ``a_frame``, ``b_track``, ``b_frame``,
-  ``bars``, ``style`` (-1: fitted from a mix), ``swap_bar``, ``b_phrase_offset`` and ``curves``
-  [N, frames, 52] (float16).
+  ``bars``, ``style`` (-1: fitted from a mix, -2: played by a performer), ``swap_bar``,
+  ``b_phrase_offset`` and ``curves`` [N, frames, 52] (float16).
+
+The engine's performer log (engine.performer_log, ``append_performed``) writes a dataset of this
+format: every transition played, the curves as heard (the hand's takeovers included). Each has an
+entry in ``performed`` (when, which candidate, from the model or the policy, whether it was
+aborted, how far it got, the parameters the hand took over, the decks' tempos, the checkpoint,
+and the file and row of its example). Its tracks are all ``train``. Aborted transitions, and
+spans that run past a track's features, go to ``excluded.npz`` (the same fields; curves NaN
+where the transition never got), which training never reads.
 
 Deck A's excerpt starts at frame ``a_frame`` of its features, deck B's at ``b_frame``, and both span
 the transition's ``bars`` bars (16 frames a bar), which is what the model is conditioned on. No
@@ -26,6 +34,7 @@ deck B is cued.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
@@ -46,13 +55,15 @@ from analysis.synth import render_track
 from analysis.track import AnalysisError, TrackAnalysis, analyze, vocal_bars
 
 from .conditioning import TrackFeatures
-from .policy import PHRASE_BARS, STYLES, choose_bars, choose_style, plan_transition
+from .policy import PHRASE_BARS, STYLES, choose_bars, choose_style, plan_transition, swap_beat
 
 FORMAT_VERSION = 1
 FRAMES_PER_BAR = FRAMES_PER_BEAT * BEATS_PER_BAR
 _FEATURE_FIELDS = [f.name for f in fields(AnalysisFeatures)]
 EXAMPLE_FIELDS = ("a_track", "a_frame", "b_track", "b_frame", "bars", "style", "swap_bar",
                   "b_phrase_offset")
+PERFORMED_STYLE = -2  # the style code of a transition the engine played (the performer log)
+EXAMPLES, EXCLUDED = "examples.npz", "excluded.npz"
 
 
 class DatasetError(ValueError):
@@ -94,30 +105,105 @@ def track_entry(result: TrackAnalysis, path: Path | str, out_dir: Path, index: i
             "n_bars": int(n_bars), "bar0": int(bar0), "vocal_bars": voc}
 
 
-def write_examples(out_dir: Path, rows: dict[str, list]) -> None:
-    """``examples.npz`` from one list per field (curves as float16)."""
-    arrays = {name: np.asarray(value, dtype=np.int32) for name, value in rows.items()
-              if name != "curves"}
-    np.savez_compressed(out_dir / "examples.npz",
-                        curves=np.asarray(rows["curves"], dtype=np.float16), **arrays)
+def _replace(path: Path, write: Callable[[object], None]) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file renamed over it, so that a
+    failed write (a full disk) leaves the old file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    tmp.replace(path)
 
 
-def read_examples(root: Path) -> dict[str, np.ndarray]:
-    """Every example of a dataset directory, one array per field."""
-    with np.load(root / "examples.npz", allow_pickle=False) as z:
-        return {name: z[name] for name in (*EXAMPLE_FIELDS, "curves")}
+def write_examples(out_dir: Path, rows: dict[str, list], name: str = EXAMPLES) -> None:
+    """``examples.npz`` (or ``name``) from one list per field (curves as float16)."""
+    arrays = {field: np.asarray(value, dtype=np.int32) for field, value in rows.items()
+              if field != "curves"}
+    _replace(out_dir / name, lambda f: np.savez_compressed(
+        f, curves=np.asarray(rows["curves"], dtype=np.float16), **arrays))
 
 
-def append_examples(out_dir: Path, row: dict[str, int], curves: np.ndarray) -> int:
-    """Add one example (its fields and curves [frames, 52]) to ``out_dir``; returns its row."""
-    path = out_dir / "examples.npz"
-    old = read_examples(out_dir) if path.exists() else {
-        name: np.zeros((0, *curves.shape) if name == "curves" else 0) for name in
+def read_examples(root: Path, name: str = EXAMPLES) -> dict[str, np.ndarray]:
+    """Every example of a dataset directory (of its file ``name``), one array per field."""
+    with np.load(root / name, allow_pickle=False) as z:
+        return {field: z[field] for field in (*EXAMPLE_FIELDS, "curves")}
+
+
+def append_examples(out_dir: Path, row: dict[str, int], curves: np.ndarray,
+                    name: str = EXAMPLES) -> int:
+    """Add one example (its fields and curves [frames, 52]) to ``out_dir``'s examples (or its
+    file ``name``); returns its row."""
+    old = read_examples(out_dir, name) if (out_dir / name).exists() else {
+        field: np.zeros((0, *curves.shape) if field == "curves" else 0) for field in
         (*EXAMPLE_FIELDS, "curves")}
-    rows = {name: [*old[name], row[name]] for name in EXAMPLE_FIELDS}
+    rows = {field: [*old[field], row[field]] for field in EXAMPLE_FIELDS}
     rows["curves"] = [*old["curves"], curves]
-    write_examples(out_dir, rows)
+    write_examples(out_dir, rows, name)
     return len(rows["curves"]) - 1
+
+
+def features_key(f: AnalysisFeatures) -> str:
+    """What identifies a track's features: the same music on another grid (a fix by hand) or
+    from another separator has other features, and needs its own entry."""
+    digest = hashlib.sha256()
+    for name in _FEATURE_FIELDS:
+        digest.update(np.ascontiguousarray(getattr(f, name)).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _performed_track(manifest: dict, result: TrackAnalysis, out_dir: Path) -> int:
+    """The index of a track in the manifest, written (as ``train``) if it is not there yet."""
+    key = features_key(result.features)
+    for i, entry in enumerate(manifest["tracks"]):
+        if entry.get("features_sha256") == key:
+            return i
+    entry = track_entry(result, result.source, out_dir, len(manifest["tracks"]))
+    entry.pop("vocal_bars")
+    manifest["tracks"].append({**entry, "split": "train", "features_sha256": key})
+    return len(manifest["tracks"]) - 1
+
+
+def _excluded(a: TrackAnalysis, b: TrackAnalysis, row: dict[str, int], aborted: bool) -> str:
+    """Why an example stays out of training ("" when it goes in)."""
+    if aborted:
+        return "aborted"
+    frames = row["bars"] * FRAMES_PER_BAR
+    for deck, track in (("a", a), ("b", b)):
+        first = row[f"{deck}_frame"]
+        if first < 0 or first + frames > track.features.n_frames:  # batches cut whole spans
+            return f"deck {deck.upper()}'s span runs outside its track's features"
+    return ""
+
+
+def append_performed(out_dir: Path | str, a: TrackAnalysis, b: TrackAnalysis,
+                     row: dict[str, int], curves: np.ndarray, performed: dict) -> tuple[str, int]:
+    """Add a transition the engine played from ``a`` into ``b`` to the dataset in ``out_dir``
+    (made when missing; each track written once). ``row``: the example's ``a_frame``,
+    ``b_frame``, ``bars`` and ``b_phrase_offset``; ``curves`` [frames, 52] deck A into deck B;
+    ``performed``: what the engine knows of it (``aborted`` decides where it goes). Returns the
+    file the example went to (examples.npz, or excluded.npz: not for training) and its row."""
+    out_dir = Path(out_dir)
+    (out_dir / "tracks").mkdir(parents=True, exist_ok=True)
+    path = out_dir / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {
+        "format": FORMAT_VERSION, "command": "", "n_frames": int(curves.shape[0]),
+        "n_examples": 0, "targets": "engine performer log", "styles": list(STYLES),
+        "settings": {}, "tracks": []}
+    if manifest["n_frames"] != curves.shape[0]:
+        raise DatasetError(f"{out_dir}: its examples have {manifest['n_frames']} frames, this "
+                           f"transition {curves.shape[0]}")
+    swap = swap_beat(curves, row["bars"])
+    row = {**row, "a_track": _performed_track(manifest, a, out_dir),
+           "b_track": _performed_track(manifest, b, out_dir), "style": PERFORMED_STYLE,
+           "swap_bar": -1 if swap is None else int(round(swap / BEATS_PER_BAR))}
+    excluded = _excluded(a, b, row, performed["aborted"])
+    name = EXCLUDED if excluded else EXAMPLES
+    k = append_examples(out_dir, row, curves, name)
+    if not excluded:
+        manifest["n_examples"] = k + 1
+    manifest.setdefault("performed", []).append(
+        {**performed, "file": name, "row": k, "excluded": excluded})
+    _replace(path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    return name, k
 
 
 def _windows(a: dict, b: dict, bars: int, rng: np.random.Generator) -> tuple[int, int, int] | None:

@@ -2,6 +2,8 @@
 
     python -m model.training --data DIR --output DIR --steps N [--config small] [--resume FILE]
     python -m model.training --output DIR --steps N     # no data: builds one from generated tracks
+    python -m model.training --init CHECKPOINT --data DIR --output DIR --steps N  # fine-tuning,
+        # e.g. on the engine's performer log (engine.performer_log), in the checkpoint's config
 
 The output folder receives ``resume.pt`` (everything needed to continue: model, EMA, optimizer,
 scheduler, step, random states; read with ``torch.load(weights_only=True)``), ``best.safetensors``
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_model, load_weights, save_model
+from .checkpoint import load_model, load_weights, read_checkpoint, save_model
 from .config import Config, TrainConfig, get_config
 from .data import DatasetError, TransitionDataset, build_dataset, generate_tracks
 from .device import autocast_dtype, pick_device
@@ -304,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="dataset folder (python -m model.data); "
                         "without it one is built from generated tracks")
     parser.add_argument("--output", type=Path, default=Path("runs/transition"))
-    parser.add_argument("--config", default="base", help="named model config: base or small")
+    parser.add_argument("--config", help="named model config: base or small (default: base, "
+                        "or with --init the checkpoint's own)")
     parser.add_argument("--steps", type=int, help="total training steps of the run")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
@@ -320,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
                         "become what fits in it (at most --steps)")
     args = parser.parse_args(argv)
     try:
-        config = get_config(args.config)
+        # Fine-tuning keeps the checkpoint's architecture unless another is named.
+        config = read_checkpoint(args.init)[0] if args.init and not args.config \
+            else get_config(args.config or "base")
         updates = {k: v for k, v in (("batch_size", args.batch_size), ("learning_rate", args.lr),
                                      ("warmup_steps", args.warmup),
                                      ("checkpoint_every", args.checkpoint_every),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,13 @@ import torch
 from effects import DifferentiableMixer, MixerConfig, StreamingMixer
 
 SR = MixerConfig().sample_rate
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_home(tmp_path_factory) -> None:
+    """The engine logs every transition it plays under $XDG_DATA_HOME (engine.performer_log):
+    the suite's go to a folder of its own, never the user's (subprocesses inherit it)."""
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("data-home"))
 
 
 @pytest.fixture(scope="session")
