@@ -1,6 +1,6 @@
 """Sampling speed of the transition model (untrained weights: speed does not depend on them).
 
-    .venv/bin/python bench/sampling.py [--repeats 3]
+    .venv/bin/python bench/sampling.py [--repeats 3] [--devices cpu cuda]
 
 For the base and small configs, with 1 and 2 torch threads on this CPU (and on CUDA when there
 is one): the conditioning encoder for a pair (32 bars of each track), one guided denoiser step,
@@ -72,9 +72,11 @@ def median_time(fn, repeats: int, device: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=["cpu", "cuda"],
+                        help="where to time (cuda only where there is one)")
     args = parser.parse_args()
-    runs = [("cpu", threads) for threads in (1, 2)]
-    if torch.cuda.is_available():
+    runs = [("cpu", threads) for threads in (1, 2) if "cpu" in args.devices]
+    if torch.cuda.is_available() and "cuda" in args.devices:
         runs.append(("cuda", torch.get_num_threads()))
     results: dict[str, float] = {}
     for name in ("base", "small"):
@@ -107,7 +109,8 @@ def main() -> None:
             results[f"{name}_step_ms_{tag}"] = round(step * 1e3, 2)
         model.to("cpu")
     for name in ("base", "small"):
-        results[f"{name}_cfg50_s"] = min(results[f"{name}_cfg50_s_cpu{n}"] for n in (1, 2))
+        if "cpu" in args.devices:
+            results[f"{name}_cfg50_s"] = min(results[f"{name}_cfg50_s_cpu{n}"] for n in (1, 2))
     print(json.dumps(results))
 
 

@@ -14,7 +14,7 @@ import torch
 
 from analysis.cache import AnalysisCache
 from evaluation.evaluate import EvaluationConfig, dataset_pairs, sample_model
-from evaluation.select import SELECTED_STYLE, main, policy_styles
+from evaluation.select import BLENDS, SELECTED_STYLE, main, policy_styles
 from model import TransitionDiffusion, load_model
 from model.checkpoint import save_model
 from model.data import TransitionDataset, build_dataset, read_examples
@@ -62,10 +62,10 @@ def test_the_new_dataset_holds_the_old_one_and_the_winner_at_its_share(selected)
         assert (new[name][n:] == old[name][row["row"]]).all()
     assert (new["style"][n:] == SELECTED_STYLE).all()
     np.testing.assert_array_equal(new["curves"][:n], old["curves"])
-    # One target, every style of the policy, one model sample: the best is kept, the target
+    # One target, the policy's blends, one model sample: the best is kept, the target
     # unless another beats it by the margin.
     scores = row["scores"]
-    assert len(scores) == 1 + len(STYLES) + 1
+    assert len(scores) == 1 + len(BLENDS) + 1
     best = int(np.argmax(scores))
     expected = best if scores[best] >= scores[0] + 0.02 else 0
     assert row["chosen"] == expected
@@ -82,12 +82,13 @@ def test_the_kept_curves_are_the_chosen_candidate(selected):
     k = row["row"]  # every track is a train track here: the same row in the train split
     (pair,) = list(dataset_pairs(train_set, np.array([k]), RATE))
     config = EvaluationConfig(samples=1, steps=2, sample_rate=RATE)
-    candidates = [pair.policy, *policy_styles(train_set, k, 0),
+    candidates = [pair.policy, *policy_styles(train_set, k, 0, BLENDS),
                   *sample_model(load_model(checkpoint), pair, config, 2.0, 1, 0)]
     kept = read_examples(result)["curves"][-1].astype(np.float32)
     np.testing.assert_allclose(kept, candidates[row["chosen"]], atol=1e-3)  # stored in fp16
-    # The styles are the policy's four, for this example's length and deck B's phrase.
-    assert len({c.tobytes() for c in candidates[1:1 + len(STYLES)]}) == len(STYLES)
+    # The styles are the policy's blends (no cut), for this example's length and B's phrase.
+    assert len({c.tobytes() for c in candidates[1:1 + len(BLENDS)]}) == len(BLENDS)
+    assert "cut" not in BLENDS and set(BLENDS) < set(STYLES)
 
 
 def test_a_bad_share_is_refused(tmp_path, capsys):
