@@ -66,6 +66,13 @@ from model.policy import END_FRAME, PHRASE_BARS, swap_beat
 METHODS = ("model", "policy", "crossfade", "random")
 README = Path(__file__).resolve().parents[1] / "README.md"
 MARKERS = ("<!-- evaluation:start -->", "<!-- evaluation:end -->")
+
+
+def markers(section: str = "") -> tuple[str, str]:
+    """The README markers of an evaluation table (``section``: a second table, e.g. "real")."""
+    if not section:
+        return MARKERS
+    return f"<!-- evaluation-{section}:start -->", f"<!-- evaluation-{section}:end -->"
 _BOOL_METRICS = {f.name for f in fields(Critique) if f.type == "bool"}
 
 
@@ -346,17 +353,18 @@ def markdown(results: Results, heading: str) -> str:
     return "\n".join(lines)
 
 
-def write_readme(path: Path, text: str) -> None:
+def write_readme(path: Path, text: str, section: str = "") -> None:
     """Replace what lies between the evaluation markers in ``path`` with ``text``."""
     try:
         readme = path.read_text()
     except OSError as err:
         raise EvaluationError(f"{path}: cannot read it ({err.strerror})") from None
-    start, end = (readme.find(m) for m in MARKERS)
+    marks = markers(section)
+    start, end = (readme.find(m) for m in marks)
     if start < 0 or end < start:
-        raise EvaluationError(f"{path}: no {MARKERS[0]} ... {MARKERS[1]} markers to write "
+        raise EvaluationError(f"{path}: no {marks[0]} ... {marks[1]} markers to write "
                               f"between")
-    path.write_text(readme[:start + len(MARKERS[0])] + "\n" + text + "\n" + readme[end:])
+    path.write_text(readme[:start + len(marks[0])] + "\n" + text + "\n" + readme[end:])
 
 
 # --- swap placement (does the model read its conditioning?) ------------------------------------
@@ -487,9 +495,13 @@ def _run(argv: list[str] | None) -> int:
                         help="tracks to generate when neither --data nor tracks are given")
     parser.add_argument("--generate-seed", type=int, default=7)
     parser.add_argument("--plot", type=Path, help="PNG of the first pair's model transition")
+    parser.add_argument("--plot-pairs", type=int, default=1, metavar="N",
+                        help="plot the first N pairs: FILE.png, FILE-2.png, ...")
     parser.add_argument("--write-readme", type=Path, nargs="?", const=README, metavar="FILE",
                         help=f"write the table between the evaluation markers of FILE "
                              f"(default {README.name})")
+    parser.add_argument("--section", default="", metavar="NAME",
+                        help="write between <!-- evaluation-NAME:start/end --> instead")
     parser.add_argument("--conditioning", action="store_true",
                         help="also the swap-placement report on the whole test split of --data")
     args = parser.parse_args(argv)
@@ -510,12 +522,14 @@ def _run(argv: list[str] | None) -> int:
             plotted: list = []
 
             def plot_first(pair: Pair, curves: dict[str, list[np.ndarray]]) -> None:
-                if args.plot is not None and not plotted:
+                if args.plot is not None and len(plotted) < args.plot_pairs:
                     from .plots import plot_transition
 
                     f = pair.features
+                    path = args.plot if not plotted else args.plot.with_name(
+                        f"{args.plot.stem}-{len(plotted) + 1}{args.plot.suffix}")
                     plotted.append(plot_transition(
-                        args.plot, curves["model"][0], pair.bars, f.track_a, f.track_b,
+                        path, curves["model"][0], pair.bars, f.track_a, f.track_b,
                         f"{pair.name}: the model's first sample, {pair.bars} bars"))
 
             results = evaluate(model, pairs, config,
@@ -537,11 +551,11 @@ def _run(argv: list[str] | None) -> int:
                                     config.seed)
         print_conditioning(swaps)
         report.update(swaps)
-    if args.plot is not None:
-        print(f"wrote {args.plot}")
+    for path in plotted:
+        print(f"wrote {path}")
     if args.write_readme is not None:
         try:
-            write_readme(args.write_readme, text)
+            write_readme(args.write_readme, text, args.section)
         except EvaluationError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -163,3 +163,15 @@ def test_mean_pairwise_distance():
     curves[2] += 0.6
     assert mean_pairwise_distance(curves) == pytest.approx((0.3 + 0.6 + 0.3) / 3)
     assert mean_pairwise_distance(curves[:1]) == 0.0
+
+
+def test_a_second_table_goes_between_its_own_markers(tmp_path):
+    from evaluation.evaluate import markers
+
+    readme = tmp_path / "README.md"
+    real, generated = markers("real"), markers()
+    readme.write_text(f"{real[0]}\nold\n{real[1]}\n{generated[0]}\nkept\n{generated[1]}\n")
+    write_readme(readme, "new", "real")
+    assert readme.read_text() == f"{real[0]}\nnew\n{real[1]}\n{generated[0]}\nkept\n{generated[1]}\n"
+    with pytest.raises(EvaluationError, match="evaluation-other:start"):
+        write_readme(readme, "x", "other")
