@@ -169,6 +169,7 @@ def train(data_path: Path | str | None = None, output_dir: Path | str = "runs/tr
             torch.cuda.set_rng_state(state["cuda_rng"])
 
     log = (output / "log.jsonl").open("a")
+    log.write(json.dumps({"device": device_name(dev)}) + "\n")  # where each stage ran
     if fresh is not None:
         log.write(json.dumps({"init": str(init), "new_parameters": fresh}) + "\n")
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="training",
@@ -267,6 +268,13 @@ def _best_key(record: dict) -> str:
     return next(k for k in BEST_KEYS if k in record)
 
 
+def device_name(device: torch.device) -> str:
+    """The device a run trained on, as its log records it ("cuda: NVIDIA H200", "cpu")."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return device.type
+
+
 def export(run_dir: Path, target: Path, data: Path | None = None) -> Path:
     """The run's best weights in fp16 at ``target``, with how they were made beside them
     (the commands, the dataset's size and how it was built, the losses)."""
@@ -279,12 +287,16 @@ def export(run_dir: Path, target: Path, data: Path | None = None) -> Path:
     notes = {"command": commands, "steps": str(records[-1]["step"]),
              "final_train_loss": str(records[-1]["train_loss"]),
              selected: str(best[selected])}
+    devices = sorted({r["device"] for r in lines if "device" in r})
+    if devices:
+        notes["device"] = ", ".join(devices)
     init = [Path(r["init"]) for r in lines if "init" in r]
     if init:  # a fine-tuned model: how its starting weights were made too
         made = init[0].with_suffix(".json")
         prior = json.loads(made.read_text()) if made.is_file() else {}
         notes["init"] = json.dumps({"path": str(init[0]), **{
-            k: prior[k] for k in ("command", "steps", *BEST_KEYS, "init") if k in prior}})
+            k: prior[k] for k in ("command", "steps", *BEST_KEYS, "device", "init")
+            if k in prior}})
     data = data if data is not None else run_dir / "data"
     manifest = json.loads((data / "manifest.json").read_text())
     dataset = {"path": str(data), "command": manifest.get("command", ""),

@@ -216,7 +216,7 @@ def test_the_log_fine_tunes_the_shipped_model(performance, tmp_path):
                        str(run), "--steps", "2", "--batch-size", "2", "--checkpoint-every", "2",
                        "--device", "cpu"]) == 0
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert records[0] == {"init": str(DEFAULT_CHECKPOINT), "new_parameters": []}
+    assert {"init": str(DEFAULT_CHECKPOINT), "new_parameters": []} in records
     assert records[-1]["step"] == 2 and np.isfinite(records[-1]["best_train_loss"])
     assert (run / "best.safetensors").is_file()
 
