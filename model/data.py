@@ -8,7 +8,8 @@ A dataset is a directory:
 - ``tracks/NNN.npz``: one track's analysis features (the fields of analysis.features.TrackFeatures)
   plus ``vocal_bars``, which bars carry vocals (for the policy's vocal rule);
 - ``examples.npz``: one row per transition: ``a_track``, ``a_frame``, ``b_track``, ``b_frame``,
-  ``bars``, ``style`` (-1: fitted from a mix, -2: played by a performer), ``swap_bar``,
+  ``bars``, ``style`` (-1: fitted from a mix, -2: played by a performer, -3: chosen by the critic,
+  evaluation.select), ``swap_bar``,
   ``b_phrase_offset`` and ``curves`` [N, frames, 52] (float16).
 
 The engine's performer log (engine.performer_log, ``append_performed``) writes a dataset of this
