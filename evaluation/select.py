@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,7 +39,7 @@ import torch
 from effects import DifferentiableMixer, MixerConfig
 from model.checkpoint import DEFAULT_CHECKPOINT, load_model
 from model.data import (EXAMPLE_FIELDS, FRAMES_PER_BAR, DatasetError, TransitionDataset,
-                        read_examples, write_examples)
+                        read_examples, save_manifest, write_examples)
 from model.policy import STYLES, plan_transition
 
 from .critic import render_and_critique
@@ -87,20 +87,15 @@ def judge_candidates(model, pair: Pair, styles: list[np.ndarray], config: Evalua
     return candidates, scores
 
 
-def write_selected(source: Path, out: Path, rows: list[int], curves: list[np.ndarray],
+def write_selected(data: TransitionDataset, out: Path, rows: list[int], curves: list[np.ndarray],
                    share: float, selection: list[dict], command: str) -> None:
-    """``source``'s examples and tracks plus ``rows`` with ``curves``, repeated to ``share`` of
-    the training examples, as a dataset in ``out``."""
-    (out / "tracks").mkdir(parents=True, exist_ok=True)
-    manifest = json.loads((source / "manifest.json").read_text())
-    for i in range(len(manifest["tracks"])):
-        target = out / "tracks" / f"{i:03d}.npz"
-        if not target.exists():
-            os.link(source / "tracks" / f"{i:03d}.npz", target)
+    """The examples and tracks of ``data``'s dataset (its train split) plus its examples.npz rows
+    ``rows`` with ``curves``, repeated to ``share`` of the training examples, in ``out``."""
+    source = data.root
+    shutil.copytree(source / "tracks", out / "tracks", dirs_exist_ok=True)
+    manifest = dict(data.manifest)
     old = read_examples(source)
-    splits = np.array([t["split"] for t in manifest["tracks"]])
-    n_train = int((splits[old["a_track"]] == "train").sum())
-    repeat = max(1, round(share / (1.0 - share) * n_train / max(len(rows), 1))) if rows else 0
+    repeat = max(1, round(share / (1.0 - share) * len(data) / max(len(rows), 1))) if rows else 0
     merged = {name: [*old[name], *np.repeat(old[name][rows], repeat, axis=0)]
               for name in EXAMPLE_FIELDS}
     merged["style"][len(old["style"]):] = [SELECTED_STYLE] * (len(rows) * repeat)
@@ -110,7 +105,7 @@ def write_selected(source: Path, out: Path, rows: list[int], curves: list[np.nda
     manifest.update(n_examples=len(merged["curves"]), command=command,
                     targets=f"{manifest.get('targets', '')} + critic-selected",
                     selection={"source": str(source), "repeat": repeat, "rows": selection})
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    save_manifest(out, manifest)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         data = TransitionDataset(args.data, "train")
         rows = pick_rows(data, args.pairs, args.seed)
         mixer = DifferentiableMixer(MixerConfig(sample_rate=config.sample_rate))
-        train_index = _train_rows(args.data)
         chosen_rows, chosen, selection = [], [], []
         started = time.perf_counter()
         for k, (row, pair) in enumerate(zip(rows, dataset_pairs(data, rows,
@@ -158,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             best = int(np.argmax(scores))
             if best and scores[best] < scores[0] + args.margin:
                 best = 0
-            chosen_rows.append(int(train_index[row]))
+            chosen_rows.append(int(data.file_rows[row]))
             chosen.append(np.asarray(candidates[best], dtype=np.float32))
-            selection.append({"row": int(train_index[row]), "pair": pair.name,
+            selection.append({"row": int(data.file_rows[row]), "pair": pair.name,
                               "scores": [round(s, 4) for s in scores], "chosen": best,
                               "chosen_from": _source(best, styles)})
             print(f"[{time.perf_counter() - started:6.0f} s] {k + 1}/{len(rows)} {pair.name}: "
@@ -168,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{' '.join(f'{s:.3f}' for s in scores[1:1 + len(styles)])}, samples "
                   f"{' '.join(f'{s:.3f}' for s in scores[1 + len(styles):])} -> "
                   f"{_source(best, styles)}", file=sys.stderr)
-        write_selected(args.data, args.out, chosen_rows, chosen, args.share, selection, command)
+        write_selected(data, args.out, chosen_rows, chosen, args.share, selection, command)
     except (DatasetError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -191,14 +185,6 @@ def _source(candidate: int, styles: tuple[str, ...]) -> str:
     if candidate <= len(styles):
         return f"policy {styles[candidate - 1]}"
     return f"model sample {candidate - len(styles)}"
-
-
-def _train_rows(root: Path) -> np.ndarray:
-    """For each row of the train split (as ``TransitionDataset`` numbers them), its row in the
-    dataset's ``examples.npz``."""
-    manifest = json.loads((root / "manifest.json").read_text())
-    splits = np.array([t["split"] for t in manifest["tracks"]])
-    return np.flatnonzero(splits[read_examples(root)["a_track"]] == "train")
 
 
 if __name__ == "__main__":

@@ -45,8 +45,9 @@ from effects.params import (CROSSFADER, FILTERS, GAINS, MASTER_GAIN, N_PARAMS, R
 from effects.reverb import N_LINES, OUTPUT_LEVEL, fdn_design
 
 from .align import Alignment, AlignmentError, align
-from model.data import FORMAT_VERSION, FRAMES_PER_BAR, DatasetError, append_examples, track_entry
-from model.policy import PHRASE_BARS, STYLES, swap_beat
+from model.data import (FRAMES_PER_BAR, DatasetError, add_track, append_examples, open_manifest,
+                        save_manifest, swap_bar)
+from model.policy import PHRASE_BARS
 
 N_DECK_STEMS = 4
 # Values this close to an end of [0, 1] are that end: the sigmoid never reaches it.
@@ -547,39 +548,18 @@ def add_to_dataset(out_dir: Path | str, fitted: FittedTransition, sources: tuple
     """Append the fitted transition to the dataset in ``out_dir`` (made if missing); returns
     the new example's row."""
     out_dir = Path(out_dir)
-    (out_dir / "tracks").mkdir(parents=True, exist_ok=True)
-    path = out_dir / "manifest.json"
-    if path.exists():
-        manifest = json.loads(path.read_text())
-    else:
-        manifest = {"format": FORMAT_VERSION, "command": command,
-                    "n_frames": fitted.fit.curves.shape[0], "n_examples": 0,
-                    "targets": "fitting.fit", "styles": list(STYLES), "separator": separator,
-                    "settings": {}, "tracks": []}
     curves = fitted.fit.curves
-    if manifest["n_frames"] != curves.shape[0]:
-        raise DatasetError(f"{out_dir}: its examples have {manifest['n_frames']} frames, the fit "
-                           f"{curves.shape[0]}; fit with n_frames={manifest['n_frames']}")
-    indices = []
-    for track, source in zip((fitted.track_a, fitted.track_b), sources):
-        known = [i for i, e in enumerate(manifest["tracks"])
-                 if Path(e["source"]).resolve() == Path(source).resolve()]
-        if known:
-            indices.append(known[0])
-            continue
-        entry = track_entry(track, source, out_dir, len(manifest["tracks"]))
-        entry.pop("vocal_bars")
-        entry["split"] = split
-        manifest["tracks"].append(entry)
-        indices.append(len(manifest["tracks"]) - 1)
+    manifest = open_manifest(out_dir, curves.shape[0], "fitting.fit", command, separator)
+    indices = [add_track(manifest, track, source, out_dir, split,
+                         lambda e, s=source: Path(e["source"]).resolve() == Path(s).resolve())
+               for track, source in zip((fitted.track_a, fitted.track_b), sources)]
     place = fitted.placement
     b_entry = manifest["tracks"][indices[1]]
     b_bar = round((place.b_frame - b_entry["bar0"]) / FRAMES_PER_BAR)
-    swap = swap_beat(curves, place.bars)
     row = append_examples(out_dir, {
         "a_track": indices[0], "a_frame": place.a_frame, "b_track": indices[1],
         "b_frame": place.b_frame, "bars": place.bars, "style": -1,
-        "swap_bar": -1 if swap is None else int(round(swap / BEATS_PER_BAR)),
+        "swap_bar": swap_bar(curves, place.bars),
         "b_phrase_offset": (-b_bar) % PHRASE_BARS}, curves)
     at_a, at_b = fitted.alignments
     manifest.setdefault("fitted", []).append({
@@ -589,7 +569,7 @@ def add_to_dataset(out_dir: Path | str, fitted: FittedTransition, sources: tuple
         "rates": [round(at_a.rate, 6), round(at_b.rate, 6)],
         "band_error_db": round(fitted.fit.loss_db, 3), "command": command})
     manifest["n_examples"] = row + 1
-    path.write_text(json.dumps(manifest, indent=1))
+    save_manifest(out_dir, manifest)
     return row
 
 

@@ -151,16 +151,51 @@ def features_key(f: AnalysisFeatures) -> str:
     return digest.hexdigest()[:32]
 
 
-def _performed_track(manifest: dict, result: TrackAnalysis, out_dir: Path) -> int:
-    """The index of a track in the manifest, written (as ``train``) if it is not there yet."""
-    key = features_key(result.features)
+def open_manifest(out_dir: Path, n_frames: int, targets: str, command: str = "",
+                  separator: str = "dsp") -> dict:
+    """The manifest of the dataset in ``out_dir`` that examples are about to be added to (a new
+    one, and the folder, when missing); its examples must have ``n_frames`` frames."""
+    (out_dir / "tracks").mkdir(parents=True, exist_ok=True)
+    path = out_dir / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {
+        "format": FORMAT_VERSION, "command": command, "n_frames": n_frames, "n_examples": 0,
+        "targets": targets, "styles": list(STYLES), "separator": separator, "settings": {},
+        "tracks": []}
+    if manifest["n_frames"] != n_frames:
+        raise DatasetError(f"{out_dir}: its examples have {manifest['n_frames']} frames, these "
+                           f"{n_frames}")
+    return manifest
+
+
+def save_manifest(out_dir: Path, manifest: dict) -> None:
+    _replace(out_dir / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+
+
+def add_track(manifest: dict, result: TrackAnalysis, source: str, out_dir: Path, split: str,
+              same: Callable[[dict], bool], **extra: str) -> int:
+    """The index of a track in the manifest: the first entry ``same`` accepts, or a new entry
+    (features written to ``out_dir``, with ``extra`` fields)."""
     for i, entry in enumerate(manifest["tracks"]):
-        if entry.get("features_sha256") == key:
+        if same(entry):
             return i
-    entry = track_entry(result, result.source, out_dir, len(manifest["tracks"]))
+    entry = track_entry(result, source, out_dir, len(manifest["tracks"]))
     entry.pop("vocal_bars")
-    manifest["tracks"].append({**entry, "split": "train", "features_sha256": key})
+    manifest["tracks"].append({**entry, "split": split, **extra})
     return len(manifest["tracks"]) - 1
+
+
+def swap_bar(curves: np.ndarray, bars: int) -> int:
+    """The bar of a transition on which deck B's bass comes in, -1 if it never does."""
+    swap = swap_beat(curves, bars)
+    return -1 if swap is None else int(round(swap / BEATS_PER_BAR))
+
+
+def _performed_track(manifest: dict, result: TrackAnalysis, out_dir: Path) -> int:
+    """A played track's index: keyed by its features, so that a grid fixed by hand (other
+    features, other frame positions) is a new entry."""
+    key = features_key(result.features)
+    return add_track(manifest, result, result.source, out_dir, "train",
+                     lambda entry: entry.get("features_sha256") == key, features_sha256=key)
 
 
 def _excluded(a: TrackAnalysis, b: TrackAnalysis, row: dict[str, int], aborted: bool) -> str:
@@ -183,19 +218,10 @@ def append_performed(out_dir: Path | str, a: TrackAnalysis, b: TrackAnalysis,
     ``performed``: what the engine knows of it (``aborted`` decides where it goes). Returns the
     file the example went to (examples.npz, or excluded.npz: not for training) and its row."""
     out_dir = Path(out_dir)
-    (out_dir / "tracks").mkdir(parents=True, exist_ok=True)
-    path = out_dir / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {
-        "format": FORMAT_VERSION, "command": "", "n_frames": int(curves.shape[0]),
-        "n_examples": 0, "targets": "engine performer log", "styles": list(STYLES),
-        "settings": {}, "tracks": []}
-    if manifest["n_frames"] != curves.shape[0]:
-        raise DatasetError(f"{out_dir}: its examples have {manifest['n_frames']} frames, this "
-                           f"transition {curves.shape[0]}")
-    swap = swap_beat(curves, row["bars"])
+    manifest = open_manifest(out_dir, int(curves.shape[0]), "engine performer log")
     row = {**row, "a_track": _performed_track(manifest, a, out_dir),
            "b_track": _performed_track(manifest, b, out_dir), "style": PERFORMED_STYLE,
-           "swap_bar": -1 if swap is None else int(round(swap / BEATS_PER_BAR))}
+           "swap_bar": swap_bar(curves, row["bars"])}
     excluded = _excluded(a, b, row, performed["aborted"])
     name = EXCLUDED if excluded else EXAMPLES
     k = append_examples(out_dir, row, curves, name)
@@ -203,7 +229,7 @@ def append_performed(out_dir: Path | str, a: TrackAnalysis, b: TrackAnalysis,
         manifest["n_examples"] = k + 1
     manifest.setdefault("performed", []).append(
         {**performed, "file": name, "row": k, "excluded": excluded})
-    _replace(path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    save_manifest(out_dir, manifest)
     return name, k
 
 
@@ -321,6 +347,7 @@ class TransitionDataset:
         splits = np.array([t["split"] for t in self.manifest["tracks"]])
         keep = splits[examples["a_track"]] == split
         self.examples = {name: value[keep] for name, value in examples.items()}
+        self.file_rows = np.flatnonzero(keep)  # each example's row in examples.npz
         self.tracks = tracks
         self.start_beats = start_beats
         self.split = split
