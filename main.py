@@ -16,10 +16,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import os
 import sys
 from pathlib import Path
 
-from engine import progress
+# numpy asks the kernel for transparent huge pages for its large arrays by default. Where fresh
+# memory is costly (a virtual machine returning freed pages to its host), faulting and clearing
+# them in the worker and the key-lock child made the audio callback miss deadlines while a track
+# loaded: bench/engine.py --load. Set before numpy is imported here, and inherited by the worker
+# and the stretch child.
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+
+from engine import progress  # noqa: E402
 
 if __name__ == "__main__":
     # torch, librosa and numba take seconds to import, more from a cold disk: the first line
@@ -40,7 +48,8 @@ from effects.params import PARAM_NAMES  # noqa: E402
 from engine.backends import AudioDeviceError, output_devices, unwritable  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
 from effects.levels import LevelsConfig  # noqa: E402
-from engine.session import LiveOptions, Part, render_mix, run_live  # noqa: E402
+from engine.playlist import PlaylistError, read_playlist  # noqa: E402
+from engine.session import LiveOptions, Part, render_mix, render_set, run_live  # noqa: E402
 from engine.warmup import warm_up  # noqa: E402
 
 DEMO_TRIGGER_BAR = 9
@@ -90,13 +99,49 @@ def analyze_command(path: Path, separator: str, weights: Path | None) -> int:
     return 0
 
 
+def play_set(args: argparse.Namespace, config: EngineConfig) -> int:
+    """``--playlist``: the set rendered (``--render``) or live."""
+    if args.deck_a is not None or args.deck_b is not None:
+        print("error: give --playlist or --deck-a/--deck-b, not both", file=sys.stderr)
+        return 2
+    try:
+        tracks, skipped = read_playlist(args.playlist)
+    except PlaylistError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for line in skipped:
+        print(f"playlist: left out {line}")
+    if args.render is not None:
+        if (problem := unwritable(args.render, config.sample_rate)) is not None:
+            print(f"error: --render {args.render}: {problem}", file=sys.stderr)
+            return 2
+        return render_set(config, tracks, args.render, args.order)
+    if not output_devices():
+        print("no audio output device found (see --list-devices); use --render FILE to write "
+              "the set to a file", file=sys.stderr)
+        return 2
+    options = LiveOptions(record=args.record, seconds=args.seconds, playlist=tuple(tracks),
+                          order=args.order, auto_mix=args.auto)
+    return run_session(config, None, None, options, args)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--deck-a", type=Path, help="track for deck A (a file or a stem folder)")
     p.add_argument("--deck-b", type=Path, help="track for deck B (without both decks: the "
                    "demo's two built-in tracks, with a transition triggered by itself)")
+    p.add_argument("--playlist", type=Path, metavar="PATH",
+                   help="a DJ set: a folder of tracks or an .m3u/.m3u8, mixed track after track "
+                        "(instead of --deck-a/--deck-b)")
+    p.add_argument("--order", choices=("given", "smart"), default="given",
+                   help="the set's order: the playlist's, or smart: keys that mix, small tempo "
+                        "steps and an energy arc, searched over the whole list")
+    p.add_argument("--auto", action="store_true",
+                   help="auto-mix the set live: every transition triggers by itself where a DJ "
+                        "would mix (offline renders always do)")
     p.add_argument("--render", type=Path, metavar="FILE",
-                   help="render offline (A, the transition, B's continuation) and exit")
+                   help="render offline (A, the transition, B's continuation; or the whole "
+                        "--playlist set, with a .cue and a tracklist beside it) and exit")
     p.add_argument("--transition-at", type=int, metavar="BAR",
                    help="bar of deck A where the rendered transition starts (default: where a DJ "
                         "would mix out)")
@@ -226,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as err:
             print(f"error: --checkpoint: {err}", file=sys.stderr)
             return 2
+    if args.playlist is not None:
+        return play_set(args, config)
     if (args.deck_a is None) != (args.deck_b is None):
         print("error: give both --deck-a and --deck-b (or neither, for the demo)",
               file=sys.stderr)
@@ -250,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     auto = args.auto_trigger if args.auto_trigger is not None else (
         DEMO_TRIGGER_BAR if demo else None)
     options = LiveOptions(record=args.record, auto_trigger=auto, seconds=args.seconds)
+    return run_session(config, deck_a, deck_b, options, args)
+
+
+def run_session(config: EngineConfig, deck_a: Path | None, deck_b: Path | None,
+                options: LiveOptions, args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_live(config, deck_a, deck_b, options, controller_parts(args)))
     except (ValueError, OSError, LinkUnavailable, AudioDeviceError) as err:

@@ -88,6 +88,19 @@ def compatible(a: int, b: int) -> bool:
     return number_a == number_b
 
 
+def key_relation(a: int, b: int) -> str:
+    """How key ``b`` follows key ``a`` on the Camelot wheel, as a DJ says it: "same key",
+    "+1"/"-1" (a step round the wheel), "relative" (minor <-> major), or the steps of a clash."""
+    number_a, letter_a = _camelot_parts(a)
+    number_b, letter_b = _camelot_parts(b)
+    steps = (number_b - number_a + 6) % 12 - 6  # -6..5 steps round the wheel
+    if letter_a != letter_b:
+        return "relative" if steps == 0 else f"clash ({steps:+d}, {letter_a}->{letter_b})"
+    if steps == 0:
+        return "same key"
+    return f"{steps:+d}" if abs(steps) == 1 else f"clash ({steps:+d})"
+
+
 def key_one_hot(index: int) -> np.ndarray:
     """The key as a float32 one-hot [24]."""
     one_hot = np.zeros(len(KEY_NAMES), dtype=np.float32)

@@ -95,12 +95,8 @@ def analyze(path: Path | str, sample_rate: int = 44100, separator: str | Separat
     for music the analysis cannot make sense of; in both cases nothing is cached.
     """
     path = Path(path)
-    separator_name = separator if isinstance(separator, str) else separator.name
     cache = cache if cache is not None else AnalysisCache(version=ANALYSIS_VERSION)
-    settings = json.dumps({"rate": sample_rate, "separator": separator_name,
-                           "bpm_range": list(bpm_range)})
-    digest_input = track_hash(path)
-    digest = hashlib.sha256((digest_input + settings).encode()).hexdigest()
+    digest_input, digest = _digests(path, sample_rate, separator, bpm_range)
     if digest_input:
         cached = _from_cache(cache, digest, str(path), sample_rate)
         if cached is not None:
@@ -116,6 +112,71 @@ def analyze(path: Path | str, sample_rate: int = 44100, separator: str | Separat
     cache.save_audio(digest, result.stems.reshape(-1, result.stems.shape[-1]), sample_rate)
     cache.save(digest, _to_arrays(result))
     return result
+
+
+def _digests(path: Path, sample_rate: int, separator: str | Separator,
+             bpm_range: tuple[float, float]) -> tuple[str, str]:
+    """The track's hash ("" for no file) and its cache key with the analysis's settings."""
+    separator_name = separator if isinstance(separator, str) else separator.name
+    settings = json.dumps({"rate": sample_rate, "separator": separator_name,
+                           "bpm_range": list(bpm_range)})
+    digest_input = track_hash(path)
+    return digest_input, hashlib.sha256((digest_input + settings).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TrackSummary:
+    """What a set's planning needs of a track, without its audio: small, picklable."""
+
+    source: str
+    bpm: float
+    key_index: int
+    loudness_lufs: float
+    duration: float  # seconds
+    sections: tuple[tuple[str, float, float], ...]
+    confidence: float  # the beat grid's
+
+    @property
+    def title(self) -> str:
+        return Path(self.source).name
+
+    @property
+    def camelot(self) -> str:
+        return camelot(self.key_index)
+
+    @property
+    def drop_share(self) -> float:
+        """The share of the track in its drops (all its stems at full level): how much of it
+        is at full energy."""
+        drops = sum(end - start for label, start, end in self.sections if label == "drop")
+        return drops / self.duration if self.duration > 0 else 0.0
+
+
+def summarize(result: TrackAnalysis) -> TrackSummary:
+    return TrackSummary(result.source, result.bpm, result.key_index, result.loudness_lufs,
+                        result.duration, result.sections, result.grid.confidence)
+
+
+def cached_summary(path: Path | str, sample_rate: int = 44100,
+                   separator: str | Separator = "dsp", cache: AnalysisCache | None = None,
+                   bpm_range: tuple[float, float] = DEFAULT_BPM_RANGE) -> TrackSummary | None:
+    """The summary of a track analysed before (its cache entry, without decoding the stems), or
+    None when it has none."""
+    path = Path(path)
+    cache = cache if cache is not None else AnalysisCache(version=ANALYSIS_VERSION)
+    digest_input, digest = _digests(path, sample_rate, separator, bpm_range)
+    arrays = cache.load(digest) if digest_input else None
+    if arrays is None or not cache.audio_entry(digest).is_file():
+        return None
+    try:
+        bpm, _, duration, confidence, _ = arrays["grid"]
+        sections = tuple((str(label), float(a), float(b)) for label, (a, b)
+                         in zip(arrays["section_labels"], arrays["section_bounds"]))
+        return TrackSummary(str(path), float(bpm), int(arrays["key_index"]),
+                            float(arrays["loudness_lufs"]), float(duration), sections,
+                            float(confidence))
+    except (KeyError, ValueError):
+        return None
 
 
 def analyze_stems(stems: np.ndarray, sample_rate: int, source: str = "<stems>",

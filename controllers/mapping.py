@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from engine.engine import GRID_ACTIONS
 
 Command = Literal["param", "filter", "play", "cue", "sync", "tempo", "jog", "trigger", "abort",
-                  "hold", "regenerate", "bars", "candidate", "shift", "keylock", "grid"]
+                  "hold", "regenerate", "bars", "candidate", "shift", "keylock", "grid",
+                  "browse", "load", "skip"]
 # Commands that act on a deck.
 DECK_COMMANDS = {"filter", "play", "cue", "sync", "tempo", "jog", "grid"}
 BARS_CHOICES = (4, 8, 16, 32)

@@ -168,7 +168,8 @@ class MidiController:
             e.set_bars(next((b for b in BARS_CHOICES if b > e.bars), BARS_CHOICES[0]))
         else:
             {"cue": lambda: e.cue(c.deck), "sync": lambda: e.sync(c.deck),
-             "trigger": e.trigger, "abort": e.abort, "regenerate": e.regenerate}[c.command]()
+             "trigger": e.trigger, "abort": e.abort, "regenerate": e.regenerate,
+             "load": e.playlist_load_selected, "skip": e.playlist_skip}[c.command]()
 
     def _position(self, i: int, c: Control, raw: int, is_lsb: bool) -> float:
         s = self._state[i]
@@ -223,6 +224,8 @@ class MidiController:
         elif c.command == "candidate":
             n = len(e.plan.transitions) if e.plan and e.plan.transitions else 1
             e.select((e.candidate + (1 if steps > 0 else -1)) % n)
+        elif c.command == "browse":  # a browse encoder moves the playlist's selection
+            e.playlist_browse(steps)
 
     def feedback_messages(self, state: dict[str, Any]) -> list[mido.Message]:
         """LED messages for the states that changed since the last call."""

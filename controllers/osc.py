@@ -151,6 +151,10 @@ def routes() -> dict[str, Route]:
               lambda e, a: e.set_param("master_gain", unit(a))),
         Route("/mixer/keylock", "i|f", "1: the decks keep their pitch at any tempo, 0: vinyl",
               lambda e, a: e.set_key_lock(switch(a))),
+        Route("/playlist/next", "-|f", "a set: skip the next track (on press)",
+              _press(lambda e: e.playlist_skip())),
+        Route("/playlist/load", "i|f", "a set: track N of the playlist (from 1) comes next",
+              lambda e, a: e.playlist_choose(int(number(a)))),
     ]
     for deck in ("a", "b"):
         table += [

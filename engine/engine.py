@@ -14,13 +14,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from analysis import grid_edits
 from analysis.beats import BEATS_PER_BAR, PHRASE_BARS, BeatGrid
-from analysis.track import TrackAnalysis, analyze, track_hash
+from analysis.track import TrackAnalysis, TrackSummary, analyze, track_hash
 from effects.levels import trim_for
 from effects.params import PARAM_INDEX, PARAM_NAMES
 
@@ -33,6 +33,9 @@ from .taps import TapTempo
 from .transition import Scheduled, Take, Transition, next_start
 from .worker import (AnalyzeRequest, GenerateRequest, Generator, GenerationWorker, Result,
                      policy_transitions)
+
+if TYPE_CHECKING:
+    from .djset import DjSet
 
 DECK_NAMES = ("A", "B")
 GRID_STEP = 1.0 / 64  # beats a grid nudge moves it: a jog wheel's tick, 7.8 ms at 120 BPM
@@ -96,6 +99,14 @@ class Engine:
                                synchronous=worker is None)
         self.tracks: list[Track | None] = [None, None]
         self._loading: dict[int, tuple[int, str]] = {}  # worker serial -> (deck, path)
+        self._ahead: dict[int, str] = {}  # worker serial -> path analysed ahead of its load
+        # Tracks analysed ahead, for the set: (path, summary or None, the error).
+        self.analysed: list[tuple[str, TrackSummary | None, str]] = []
+        self.failed_loads: list[tuple[int, str]] = []  # (deck, why) for the set
+        # Where the next transition starts in the outgoing track (a beat), when something
+        # decides it (a DJ set); else from the next phrase.
+        self.mix_out: Callable[[Track], float] | None = None
+        self.playlist: DjSet | None = None  # the DJ set that drives the decks, if one does
         self.plan: Plan | None = None
         self.candidate = 0
         self.quantize: Quantize = self.config.quantize
@@ -130,13 +141,31 @@ class Engine:
             try:
                 track, edited = self._open(path)
             except (OSError, ValueError) as err:
-                self.messages.add(f"deck {DECK_NAMES[d]}: {err}")
+                self._load_failed(d, str(err))
                 return
             self.put_track(d, track, edited)
             return
         serial = self.worker.submit(lambda s: AnalyzeRequest(s, str(path), self.config.sample_rate,
                                                              self.config.separator))
         self._loading[serial] = (d, str(path))
+
+    def analyse_ahead(self, path: Path | str) -> None:
+        """Analyse a track (into the cache) before it is loaded; its summary or error goes to
+        ``analysed``."""
+        request = AnalyzeRequest(0, str(path), self.config.sample_rate, self.config.separator)
+        if self.worker is None:
+            self._analysed(str(path), self._generator.handle(request))
+            return
+        serial = self.worker.submit(lambda s: replace(request, serial=s))
+        self._ahead[serial] = str(path)
+
+    def _analysed(self, path: str, result: Result) -> None:
+        self.analysed.append((path, result.extra.get("summary"), result.error))
+
+    def _load_failed(self, deck: int, why: str) -> None:
+        self.messages.add(f"deck {DECK_NAMES[deck]}: {why}")
+        if self.playlist is not None:
+            self.failed_loads.append((deck, why))
 
     def make_track(self, analysis: TrackAnalysis) -> Track:
         """A deck's track from an analysis, with the trim of its loudness (auto gain)."""
@@ -389,6 +418,8 @@ class Engine:
         a, b = self.tracks[out], self.tracks[inc]
         if a is None or b is None or self.core.status.phase in ("running", "returning"):
             return
+        if a_beat is None and self.mix_out is not None:
+            a_beat = self.mix_out(a)
         if a_beat is None:
             phrase = PHRASE_BARS * BEATS_PER_BAR
             a_beat = float(np.floor(self.core.status.beats[out] / phrase + 1) * phrase)
@@ -460,6 +491,29 @@ class Engine:
     def abort(self) -> None:
         self.core.send(c.Abort())
 
+    # --- the set ----------------------------------------------------------------------------
+
+    def _set(self) -> DjSet:
+        if self.playlist is None:
+            raise ValueError("no playlist: start with --playlist")
+        return self.playlist
+
+    def playlist_skip(self) -> None:
+        """Drop the next track from the queue: the one after it comes next."""
+        self._set().skip()
+
+    def playlist_choose(self, number: int) -> None:
+        """Track ``number`` of the playlist (from 1, as the tracklist prints it) comes next."""
+        self._set().choose(int(number) - 1)
+
+    def playlist_browse(self, steps: int) -> None:
+        """Move the playlist's selection (a browse encoder) by ``steps`` tracks."""
+        self._set().browse(int(steps))
+
+    def playlist_load_selected(self) -> None:
+        """The selected track comes next (a LOAD button)."""
+        self._set().choose(self._set().selected)
+
     # --- the loop's side ----------------------------------------------------------------------
 
     def poll(self) -> list[str]:
@@ -474,7 +528,7 @@ class Engine:
             kept, self._kept = self._kept, []
         for deck, item in loaded:
             if isinstance(item, BaseException):
-                self.messages.add(f"deck {DECK_NAMES[deck]}: {item}")
+                self._load_failed(deck, str(item))
             else:
                 self.put_track(deck, *item)
         for result in kept:
@@ -489,7 +543,8 @@ class Engine:
             if status.on_air != self._on_air:
                 self._on_air = status.on_air
                 self.plan = None  # the next transition goes the other way
-                self.plan_next()
+                if self.playlist is None:  # a set plans once the next track is on the deck
+                    self.plan_next()
         if status.errors != self._last_errors:
             self._last_errors = status.errors
             self.messages.add(f"audio errors: {status.errors} (last: {status.last_error})")
@@ -530,10 +585,13 @@ class Engine:
             self.model_ready = not result.error
             self.messages.add(self.model_note)
             return
+        if result.serial in self._ahead:
+            self._analysed(self._ahead.pop(result.serial), result)
+            return
         if result.serial in self._loading:
             deck, path = self._loading.pop(result.serial)
             if result.error:
-                self.messages.add(f"deck {DECK_NAMES[deck]}: {result.error}")
+                self._load_failed(deck, result.error)
                 return
             # The worker filled the analysis cache; reading it back is decoding, off the loop.
             threading.Thread(target=self._read_back, args=(deck, path), daemon=True).start()
@@ -597,4 +655,6 @@ class Engine:
         state["/transition/candidate"] = self.candidate + 1
         state["/transition/ready"] = len(self.plan.transitions) if self.plan else 0
         state["/mixer/keylock"] = int(self.keylock.on)
+        if self.playlist is not None:
+            state.update(self.playlist.feedback())
         return state

@@ -74,6 +74,11 @@ class KeyLock:
             if job is self._jobs[deck]:  # else superseded
                 self._jobs[deck] = None
                 self._take(deck, job.factor, result, messages)
+        if self.core.status.phase in ("running", "returning"):
+            # A transition's tempo may move all through it (a set ramps it to the next track's):
+            # a copy started now would be late and superseded, and its stretch costs the CPU
+            # the audio needs. The copies stay; the readers make up the difference.
+            return messages
         for deck, rate in enumerate(self._targets(on_air)):
             self._aim(deck, rate, messages)
         return messages

@@ -18,26 +18,74 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 import numpy as np
+import soundfile as sf
 
-from analysis.beats import BEATS_PER_BAR, PHRASE_BARS
+from analysis.beats import BEATS_PER_BAR
 
 from . import progress
-from .backends import AudioOutput, Cue, render_offline
+from . import djset
+from .backends import AudioOutput, BlockAdapter, Cue, render_offline
 from .config import EngineConfig
+from .core import CONTROL_BLOCK
+from .cuesheet import write_set_files
 from .engine import Engine
 from .recorder import Recorder
 from .worker import GenerationWorker
 
 Part = Callable[[Engine, AudioOutput], AbstractAsyncContextManager[Any]]
+# A set's tick (offline) every this many control blocks: 93 ms at 44.1 kHz, the live loop's pace.
+TICK_BLOCKS = 32
 
 
 def mix_out_bar(engine: Engine, transition_at: int | None) -> int:
     """Where the transition starts (a bar of deck A from 0): the given bar, or where a DJ would
-    mix out: the last phrase start that leaves the transition's length before A ends."""
+    mix out (``djset.mix_out_bar``)."""
     if transition_at is not None:
         return max(0, transition_at - 1)
-    bars_a = engine.tracks[0].bars
-    return max(0, (bars_a - engine.bars) // PHRASE_BARS * PHRASE_BARS)
+    return djset.mix_out_bar(engine.tracks[0], engine.bars)
+
+
+def render_set(config: EngineConfig, tracks: list[Path], out: Path, order: str = "given") -> int:
+    """A playlist mixed offline into ``out``, auto-mixed as live, with ``out``'s cue sheet and
+    tracklist beside it; the exit code of the command. The mix goes to the file as it is made:
+    a set of any length holds two decks in memory, not the whole mix."""
+    progress.say(f"starting the engine for a set of {len(tracks)} tracks")
+    engine = Engine(config)
+    dj = djset.DjSet(engine, tracks, order=order, auto=True, seed=config.seed)
+    dj.analyse_all()
+    for message in engine.poll():
+        print(message)
+    print(engine.model_note)
+    if not dj.summaries:
+        print("error: no track of the playlist could be analysed", file=sys.stderr)
+        return 1
+    sr = config.sample_rate
+    # A set is never longer than its tracks end to end; past that something is stuck.
+    limit = int(sum(s.duration for s in dj.summaries.values()) * sr * 1.2) + 60 * sr
+    block = np.zeros((2, TICK_BLOCKS * CONTROL_BLOCK), dtype=np.float32)
+    adapter, clock, finished = BlockAdapter(engine.core), 0, 0
+    t0 = time.perf_counter()
+    with sf.SoundFile(out, "w", sr, 2, subtype="PCM_24") as f:
+        while not dj.finished and clock < limit:
+            for message in engine.poll():
+                finished += message.startswith("transition finished")
+                progress.say(f"{clock / sr:7.1f} s  {message}")
+            dj.tick()
+            adapter.render(block)
+            if dj.played:  # the file starts with the first track, not with its loading
+                f.write(block.T)
+            clock += block.shape[1]
+    elapsed = time.perf_counter() - t0
+    cue, text = write_set_files(out, dj.starts(sr, dj.played[0].start if dj.played else 0),
+                                dj.details())
+    played = len(dj.played)
+    print(f"set: {played} tracks, {finished} transitions finished, {clock / sr / 60:.1f} min "
+          f"rendered in {elapsed:.0f} s ({clock / sr / elapsed:.0f}x real time)")
+    progress.say(f"wrote {out}, {cue.name}, {text.name}")
+    if not dj.finished:
+        print(f"error: the set did not finish within {limit / sr:.0f} s", file=sys.stderr)
+        return 1
+    return 0
 
 
 def render_mix(config: EngineConfig, deck_a: Path, deck_b: Path, out: Path,
@@ -93,7 +141,9 @@ KEYS: dict[str, tuple[str, Callable[[Engine], str | None]]] = {
     "a": ("abort", Engine.abort),
     "h": ("hold/release", lambda engine: engine.hold(not engine.core.status.held)),
     "r": ("regenerate", Engine.regenerate),
+    "n": ("set: skip the next track", Engine.playlist_skip),
 }
+PLAY_NEXT = "p"  # "p5": the playlist's track 5 comes next
 # Grid keys act on the deck on air, or on deck A or B with the letter before them ("b[").
 GRID_KEYS: dict[str, tuple[str, Callable[[Engine, int], None]]] = {
     "[": ("grid -1/64 beat", lambda engine, deck: engine.grid(deck, "shift_back")),
@@ -106,7 +156,7 @@ GRID_KEYS: dict[str, tuple[str, Callable[[Engine, int], None]]] = {
 QUIT = "q"
 HELP = "\n".join([
     "  |  ".join([*(f"{key or 'Enter'}: {what}" for key, (what, _) in KEYS.items()),
-                 "1-8: candidate", f"{QUIT}: quit"]),
+                 "1-8: candidate", f"{PLAY_NEXT}N: set: track N next", f"{QUIT}: quit"]),
     "  |  ".join([*(f"{key}: {what}" for key, (what, _) in GRID_KEYS.items()),
                   "deck on air, or a/b first (b[)"])])
 
@@ -123,9 +173,14 @@ def press(engine: Engine, key: str) -> str | None:
     if key[-1:] in GRID_KEYS and key[:-1] in ("", "a", "b"):
         GRID_KEYS[key[-1]][1](engine, "ab".index(key[0]) if key[:-1] else engine.outgoing)
         return None  # the engine says what the grid did
-    if key not in KEYS:
-        return f"{key!r} does nothing; keys: {HELP}"
-    return KEYS[key][1](engine)
+    try:
+        if key[:1] == PLAY_NEXT and key[1:].isdigit():
+            return engine.playlist_choose(int(key[1:]))
+        if key not in KEYS:
+            return f"{key!r} does nothing; keys: {HELP}"
+        return KEYS[key][1](engine)
+    except ValueError as err:  # a set's move that cannot be made now, or no set
+        return str(err)
 
 
 @dataclass(frozen=True)
@@ -133,6 +188,9 @@ class LiveOptions:
     record: Path | None = None
     auto_trigger: int | None = None  # bar of deck A where the transition triggers by itself
     seconds: float | None = None  # stop after this long
+    playlist: tuple[Path, ...] = ()  # a DJ set of these tracks instead of two decks' files
+    order: str = "given"  # the set's order: given or smart
+    auto_mix: bool = False  # the set triggers every transition itself
 
 
 def say(text: str, stream: TextIO | None = None) -> None:
@@ -150,7 +208,7 @@ def _keys(stack: AsyncExitStack) -> asyncio.Queue[str]:
     return lines
 
 
-async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path,
+async def run_live(config: EngineConfig, deck_a: Path | None, deck_b: Path | None,
                    options: LiveOptions = LiveOptions(), parts: tuple[Part, ...] = ()) -> int:
     """Play deck A live, with deck B cued, until quit or ``options.seconds``; the exit code.
 
@@ -172,8 +230,16 @@ async def run_live(config: EngineConfig, deck_a: Path, deck_b: Path,
             engine.core, config.sample_rate, config.block_size, config.device, config.latency,
             recorder))
         stack.callback(lambda: print(output.summary()))
-        engine.load(0, deck_a)
-        engine.load(1, deck_b)
+        if options.playlist:
+            dj = djset.DjSet(engine, list(options.playlist), options.order, options.auto_mix,
+                             config.seed)
+            if recorder is not None:
+                stack.callback(lambda: print("set: wrote " + ", ".join(
+                    p.name for p in write_set_files(options.record, dj.starts(
+                        config.sample_rate), dj.details()))))
+        else:
+            engine.load(0, deck_a)
+            engine.load(1, deck_b)
         for part in parts:
             await stack.enter_async_context(part(engine, output))
         keys = _keys(stack)
@@ -189,6 +255,12 @@ async def _play(engine: Engine, output: AudioOutput, keys: asyncio.Queue[str],
     while True:
         for message in engine.poll():
             say(message)
+        if engine.playlist is not None:
+            engine.playlist.tick()
+            if engine.playlist.finished:
+                for message in engine.poll():
+                    say(message)
+                return 0
         while not keys.empty():
             key = keys.get_nowait()
             if key == QUIT:

@@ -19,7 +19,7 @@ import numpy as np
 
 from analysis.features import FRAMES_PER_BEAT
 from analysis.features import TrackFeatures as AnalysisFeatures
-from analysis.track import analyze
+from analysis.track import analyze, cached_summary, summarize
 
 from .transition import Transition
 
@@ -59,7 +59,7 @@ class Result:
     serial: int
     transitions: tuple[Transition, ...] = ()
     error: str = ""  # analysis failed, or why the policy answered instead of the model
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # an analysis's "summary"; the model's "note"
 
 
 class Generator:
@@ -95,12 +95,15 @@ class Generator:
 
     def handle(self, request: AnalyzeRequest | GenerateRequest) -> Result:
         if isinstance(request, AnalyzeRequest):
+            # A track analysed before is answered from its cache entry without decoding its
+            # stems: the loop reads them back itself, and a set's tracks need their summary only.
             try:
-                analyze(request.path, sample_rate=request.sample_rate,
-                        separator=request.separator)
+                summary = cached_summary(request.path, request.sample_rate, request.separator) \
+                    or summarize(analyze(request.path, sample_rate=request.sample_rate,
+                                         separator=request.separator))
             except Exception as err:  # noqa: BLE001 - reported to the loop, never fatal
                 return Result(request.serial, error=str(err))
-            return Result(request.serial)
+            return Result(request.serial, extra={"summary": summary})
         transitions, error = (), self.why_not
         if self.model is not None:
             try:
