@@ -29,14 +29,14 @@ def is_stem_folder(path: Path) -> bool:
 def read_playlist(path: Path | str) -> tuple[list[Path], list[str]]:
     """The playlist's tracks in its order, and a line for each entry left out."""
     path = Path(path)
+    if not path.exists():
+        raise PlaylistError(f"playlist {path}: no such file or folder")
     if path.is_dir():
         tracks, skipped = _folder(path), []
     elif path.suffix.lower() in M3U_SUFFIXES:
         tracks, skipped = _m3u(path)
-    elif path.exists():
-        raise PlaylistError(f"playlist {path}: not a folder or an .m3u/.m3u8 file")
     else:
-        raise PlaylistError(f"playlist {path}: no such file or folder")
+        raise PlaylistError(f"playlist {path}: not a folder or an .m3u/.m3u8 file")
     if not tracks:
         raise PlaylistError(f"playlist {path}: no playable tracks "
                             f"({', '.join(sorted(AUDIO_SUFFIXES))} or stem folders)")

@@ -1,0 +1,94 @@
+"""A DJ set of real tracks, as a user renders it, and the planning of a long playlist.
+
+    .venv/bin/python bench/set.py --tracks 4       # the README's set: 4 real tracks
+    .venv/bin/python bench/set.py --tracks 20      # the memory target: a 20-track set
+
+1. ``main.py --playlist SET.m3u --order smart --render set.wav`` in a child process, on the
+   first N tracks of the real corpus (bench/real_corpus.py; the analysis cache makes repeated
+   runs quick): the tracklist, transitions finished, dropouts (half-second windows of silence
+   between the first track's start and the end), render speed and the child's peak RSS
+   (getrusage of the finished child: its largest resident set).
+2. ``smart_order`` on 200 analysed tracks: the corpus's summaries, and copies of them with their
+   tempo and key moved, timed (median of 3 runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from analysis.track import cached_summary  # noqa: E402
+from engine.ordering import set_cost, smart_order  # noqa: E402
+
+
+def render_set(paths: list[Path], out: Path) -> dict:
+    m3u = out.with_suffix(".m3u")
+    m3u.write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
+    t0 = time.perf_counter()
+    run = subprocess.run([sys.executable, "main.py", "--playlist", str(m3u), "--order", "smart",
+                          "--render", str(out), "--no-log"], cwd=ROOT, capture_output=True,
+                         text=True)
+    wall = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if run.returncode != 0:
+        raise SystemExit(f"main.py failed ({run.returncode}):\n{run.stdout}\n{run.stderr}")
+    said = [line for line in run.stdout.splitlines() if line.startswith("set: ")]
+    mix, sr = sf.read(out, dtype="float32")
+    window = sr // 2
+    peaks = np.abs(mix[: len(mix) // window * window]).max(axis=1).reshape(-1, window).max(1)
+    finished = sum("transition finished" in line for line in run.stdout.splitlines())
+    return {"tracks": len(paths), "minutes": round(len(mix) / sr / 60, 1),
+            "transitions_finished": finished,
+            "dropouts_half_seconds": int(np.sum(peaks < 1e-3)),
+            "wall_seconds": round(wall, 1), "peak_rss_mb": round(peak_mb),
+            "summary": said[-1] if said else "",
+            "tracklist": out.with_suffix(".txt").read_text(encoding="utf-8").splitlines()}
+
+
+def order_timing(paths: list[Path], n: int = 200) -> dict:
+    summaries = [s for s in (cached_summary(p) for p in paths) if s is not None]
+    rng = np.random.default_rng(0)
+    tracks = [replace(summaries[i % len(summaries)],
+                      source=f"copy{i}", bpm=summaries[i % len(summaries)].bpm
+                      * float(rng.uniform(0.95, 1.05)), key_index=int(rng.integers(24)))
+              if i >= len(summaries) else summaries[i] for i in range(n)]
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        order = smart_order(tracks)
+        times.append(time.perf_counter() - t0)
+    return {"order_tracks": n, "order_seconds_median": round(float(np.median(times)), 3),
+            "cost_given": round(set_cost(tracks, list(range(n))), 1),
+            "cost_smart": round(set_cost(tracks, order), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=4)
+    args = parser.parse_args()
+    from real_corpus import fetch
+
+    paths = [t.path() for t in fetch()]
+    with tempfile.TemporaryDirectory() as tmp:
+        result = render_set(paths[:args.tracks], Path(tmp) / "set.wav")
+    for line in result.pop("tracklist"):
+        print(line)
+    result.update(order_timing(paths))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

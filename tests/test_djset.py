@@ -1,0 +1,252 @@
+"""A DJ set: playlists read, the order searched, a playlist mixed offline and live."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from pythonosc.udp_client import SimpleUDPClient
+
+import main
+from analysis.key import key_index, key_relation
+from analysis.synth import render_track
+from analysis.track import TrackSummary, cached_summary
+from engine.cuesheet import cue_time
+from engine.playlist import PlaylistError, read_playlist
+from engine.ordering import describe_step, set_cost, smart_order
+
+SR = 44100
+# Four tracks a DJ would not play in this order: the smart order puts the tempos in steps.
+SET = [(71, 128.0, 9, "minor"), (72, 120.0, 0, "major"), (73, 124.0, 4, "minor"),
+       (74, 122.0, 7, "major")]
+
+
+def write_tracks(folder: Path, specs=SET, bars: int = 24) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n, (seed, bpm, tonic, mode) in enumerate(specs, 1):
+        track = render_track(seed=seed, bpm=bpm, tonic=tonic, mode=mode, bars=bars)
+        paths.append(folder / f"{n:02d}_{seed}.wav")
+        sf.write(paths[-1], track.stems.sum(axis=0).T, SR)
+    return paths
+
+
+def summary(name: str, bpm: float, key: int, lufs: float = -10.0, drop: float = 0.5):
+    return TrackSummary(name, bpm, key, lufs, 200.0, (("drop", 0.0, 200.0 * drop),
+                                                       ("outro", 200.0 * drop, 200.0)), 0.9)
+
+
+# --- playlists -----------------------------------------------------------------------------
+
+def test_a_folder_and_an_m3u_give_their_tracks_and_name_what_they_leave_out(tmp_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    for name in ("b.wav", "A.flac", "notes.txt"):
+        (music / name).write_bytes(b"x")
+    stems = music / "c_stems"
+    stems.mkdir()
+    (stems / "drums.wav").write_bytes(b"x")
+    tracks, skipped = read_playlist(music)
+    assert [p.name for p in tracks] == ["A.flac", "b.wav", "c_stems"] and skipped == []
+
+    m3u = tmp_path / "set.m3u8"
+    m3u.write_text("#EXTM3U\n#EXTINF:123,Artist - B\nmusic/b.wav\n\n"
+                   f"file://{(music / 'A.flac').as_posix().replace(' ', '%20')}\n"
+                   "music/gone.wav\nhttp://radio.example/stream\n", encoding="utf-8")
+    tracks, skipped = read_playlist(m3u)
+    assert [p.name for p in tracks] == ["b.wav", "A.flac"]
+    assert len(skipped) == 2 and "line 6: music/gone.wav: no such track" in skipped[0] \
+        and "not a local file" in skipped[1]
+
+
+def test_a_playlist_with_nothing_to_play_is_one_clear_error(tmp_path, capsys):
+    empty = tmp_path / "empty.m3u"
+    empty.write_text("# nothing\nmissing.wav\n", encoding="utf-8")
+    with pytest.raises(PlaylistError, match="empty.m3u: no playable tracks"):
+        read_playlist(empty)
+    with pytest.raises(PlaylistError, match="no such file"):
+        read_playlist(tmp_path / "nope.m3u")
+    assert main.main(["--playlist", str(empty), "--render", str(tmp_path / "x.wav")]) == 2
+    assert "error: playlist" in capsys.readouterr().err
+    assert main.main(["--playlist", str(tmp_path), "--deck-a", "a.wav", "--deck-b", "b.wav"]) == 2
+
+
+# --- the order -----------------------------------------------------------------------------
+
+def test_key_relations_on_the_camelot_wheel():
+    c, g, a_minor, d = (key_index(0, "major"), key_index(7, "major"), key_index(9, "minor"),
+                        key_index(2, "major"))
+    assert [key_relation(c, c), key_relation(c, g), key_relation(g, c),
+            key_relation(c, a_minor), key_relation(c, d)] == \
+        ["same key", "+1", "-1", "relative", "clash (+2)"]
+    step = describe_step(summary("a", 120.0, c), summary("b", 126.0, g))
+    assert step == "+1, +5.0 % (tempo change)"
+
+
+def test_the_smart_order_is_the_best_of_all_orders_on_small_lists():
+    rng = np.random.default_rng(3)
+    for trial in range(4):
+        tracks = [summary(f"t{i}", float(rng.uniform(118, 132)), int(rng.integers(24)),
+                          float(rng.uniform(-14, -7)), float(rng.uniform(0.2, 0.8)))
+                  for i in range(7)]
+        order = smart_order(tracks, seed=trial)
+        assert sorted(order) == list(range(7))
+        best = min(set_cost(tracks, list(p)) for p in itertools.permutations(range(7)))
+        assert set_cost(tracks, order) == pytest.approx(best, abs=1e-9)
+        assert set_cost(tracks, order) < set_cost(tracks, list(range(7)))
+
+
+def test_tracks_already_played_stay_first_and_a_long_list_is_ordered_whole():
+    rng = np.random.default_rng(5)
+    tracks = [summary(f"t{i}", float(rng.uniform(110, 140)), int(rng.integers(24)))
+              for i in range(200)]
+    order = smart_order(tracks, fixed=(17, 3))
+    assert order[:2] == [17, 3] and sorted(order) == list(range(200))
+    assert set_cost(tracks, order) < 0.5 * set_cost(tracks, list(range(200)))
+
+
+# --- offline: the whole set rendered ----------------------------------------------------------
+
+def test_a_playlist_renders_as_a_set_with_every_transition_and_its_cue_sheet(tmp_path, capsys,
+                                                                               monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    paths = write_tracks(tmp_path / "music")
+    broken = tmp_path / "music" / "03b_broken.wav"
+    broken.write_bytes(b"RIFF not really a wave file")
+    out = tmp_path / "set.wav"
+    code = main.main(["--playlist", str(tmp_path / "music"), "--render", str(out),
+                      "--checkpoint", "none", "--bars", "8", "--order", "smart"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert text.count("03b_broken.wav) skipped") == 1
+    assert "set: 4 tracks, 3 transitions finished" in text
+    # The set played the smart order: the best of all 24 orders of its four tracks.
+    tracklist = out.with_suffix(".txt").read_text(encoding="utf-8").splitlines()
+    played = [line.split(". ")[1].split()[0] for line in tracklist]
+    summaries = {p.name: cached_summary(p) for p in paths}
+    cost = set_cost(list(summaries.values()), [list(summaries).index(n) for n in played])
+    assert cost == pytest.approx(min(set_cost(list(summaries.values()), list(p))
+                                     for p in itertools.permutations(range(4))))
+    assert cost < set_cost(list(summaries.values()), [0, 1, 2, 3])
+    mix, rate = sf.read(out, dtype="float32")
+    assert rate == SR
+    # No dropout: every half second from the first track's start to the last one's end sounds.
+    peaks = np.abs(mix).max(axis=1)
+    windows = peaks[: len(peaks) // (SR // 2) * (SR // 2)].reshape(-1, SR // 2).max(axis=1)
+    assert windows.min() > 1e-3, np.flatnonzero(windows <= 1e-3)
+    # Three overlaps: the set is shorter than its tracks end to end.
+    assert len(mix) < sum(sf.info(p).frames for p in paths) - 3 * 6 * SR
+    cue = out.with_suffix(".cue").read_text(encoding="utf-8")
+    starts = [line.split()[-1] for line in cue.splitlines() if "INDEX 01" in line]
+    assert len(starts) == 4 and starts[0] == "00:00:00" and starts == sorted(starts)
+    assert f'FILE "{out.name}" WAVE' in cue
+
+
+def test_cue_times_are_minutes_seconds_and_frames():
+    assert cue_time(0.0) == "00:00:00" and cue_time(61.5) == "01:01:37"
+    assert cue_time(6000.0) == "100:00:00"
+
+
+def test_the_tempo_ramps_over_a_transition_to_the_next_track_s_own(tmp_path, monkeypatch):
+    """Offline, tick by tick as the loop runs it: the outgoing deck speeds up from 120 to
+    128 BPM through the transition; afterwards the incoming track plays at its own tempo."""
+    from engine.config import EngineConfig
+    from engine.djset import DjSet
+    from engine.engine import Engine
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    paths = write_tracks(tmp_path / "music", [SET[1], SET[0]], bars=16)
+    engine = Engine(EngineConfig(candidates=1, steps=2, checkpoint="none", log=False))
+    engine.set_bars(4)
+    dj = DjSet(engine, paths, auto=True)
+    dj.analyse_all()
+    block = np.zeros((2, 4096), np.float32)
+    rates, phases = [], []
+    while not dj.finished and engine.core.status.clock < 120 * SR:
+        engine.poll()
+        dj.tick()
+        engine.core.process(block)
+        s = engine.core.status
+        phases.append(s.phase)
+        if s.phase == "running":
+            rates.append(s.rates[s.on_air])
+    assert dj.finished and "running" in phases
+    assert rates[0] == pytest.approx(1.0, abs=0.01) and rates[-1] == pytest.approx(128 / 120,
+                                                                                   abs=0.01)
+    assert np.all(np.diff(rates) >= -1e-9)  # a ramp, never back
+    assert engine.core.status.rates[engine.core.status.on_air] == 1.0
+    assert [p.index for p in dj.played] == [0, 1]
+
+
+def test_the_performer_skips_and_chooses_the_next_track(tmp_path, monkeypatch):
+    from engine.config import EngineConfig
+    from engine.djset import DjSet
+    from engine.engine import Engine
+    from engine.session import press
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    paths = write_tracks(tmp_path / "music", bars=16)
+    engine = Engine(EngineConfig(candidates=1, steps=2, checkpoint="none", log=False))
+    assert "no playlist" in press(engine, "n")
+    dj = DjSet(engine, paths)
+    dj.analyse_all()
+    block = np.zeros((2, 4096), np.float32)
+    for _ in range(3):
+        engine.poll()
+        dj.tick()
+        engine.core.process(block)
+    assert engine.tracks[0].name == paths[0].name and engine.tracks[1].name == paths[1].name
+    assert engine.feedback_state()["/playlist/next"] == paths[1].name
+    assert press(engine, "n") is None  # skip track 2: track 3 goes onto deck B
+    assert press(engine, "p9").startswith("track 9: the playlist has 1 to 4")
+    engine.playlist_browse(-1)  # the selection wraps round to track 4
+    engine.playlist_load_selected()
+    for _ in range(2):
+        engine.poll()
+        dj.tick()
+        engine.core.process(block)
+    assert engine.tracks[1].name == paths[3].name
+    assert [row["number"] for row in dj.queue_view()] == [4, 3]
+    assert "3." in "\n".join(dj.tracklist()) and engine.core.status.playing[0]
+
+
+# --- live ------------------------------------------------------------------------------------
+
+def test_a_live_set_takes_its_next_track_over_osc(tmp_path, capsys, monkeypatch, jack_server):
+    """``--playlist`` live as a user runs it, on the JACK dummy server: deck A plays the first
+    track, deck B gets the second, and ``/playlist/load 3`` from an OSC client puts the third
+    there instead."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    paths = write_tracks(tmp_path / "music", SET[:3], bars=16)
+    m3u = tmp_path / "set.m3u"
+    m3u.write_text("".join(f"music/{p.name}\n" for p in paths), encoding="utf-8")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = SimpleUDPClient("127.0.0.1", port)
+    stop = threading.Event()
+
+    def choose() -> None:  # once the decks have loaded (the first run analyses three tracks)
+        stop.wait(12.0)
+        client.send_message("/playlist/load", [3])
+
+    chooser = threading.Thread(target=choose)
+    chooser.start()
+    try:
+        t0 = time.monotonic()
+        code = main.main(["--playlist", str(m3u), "--device", str(jack_server), "--seconds",
+                          "20", "--checkpoint", "none", "--osc", str(port), "--no-log"])
+    finally:
+        stop.set()
+        chooser.join()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert time.monotonic() - t0 < 60
+    assert f"deck A: {paths[0].name}" in out and f"deck B: {paths[1].name}" in out
+    assert f"set: next: {paths[2].name}" in out and f"deck B: {paths[2].name}" in out
