@@ -4,7 +4,7 @@
     .venv/bin/python bench/set.py --tracks 20      # the memory target: a 20-track set
 
 1. ``main.py --playlist SET.m3u --order smart --render set.wav`` in a child process, on the
-   first N tracks of the real corpus (bench/real_corpus.py; the analysis cache makes repeated
+   first N tracks of at least ``--min-minutes`` of the real corpus (bench/real_corpus.py; the analysis cache makes repeated
    runs quick): the tracklist, transitions finished, dropouts (half-second windows of silence
    between the first track's start and the end), render speed and the child's peak RSS
    (getrusage of the finished child: its largest resident set).
@@ -50,9 +50,11 @@ def render_set(paths: list[Path], out: Path) -> dict:
     window = sr // 2
     peaks = np.abs(mix[: len(mix) // window * window]).max(axis=1).reshape(-1, window).max(1)
     finished = sum("transition finished" in line for line in run.stdout.splitlines())
+    quiet = np.flatnonzero(peaks < 1e-3) * 0.5
     return {"tracks": len(paths), "minutes": round(len(mix) / sr / 60, 1),
             "transitions_finished": finished,
-            "dropouts_half_seconds": int(np.sum(peaks < 1e-3)),
+            "dropouts_half_seconds": len(quiet),
+            "dropouts_at_seconds": [float(t) for t in quiet[:20]],
             "wall_seconds": round(wall, 1), "peak_rss_mb": round(peak_mb),
             "summary": said[-1] if said else "",
             "tracklist": out.with_suffix(".txt").read_text(encoding="utf-8").splitlines()}
@@ -78,12 +80,16 @@ def order_timing(paths: list[Path], n: int = 200) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=4)
+    parser.add_argument("--min-minutes", type=float, default=2.5,
+                        help="the set's tracks: the corpus's first this long (short game loops "
+                             "are not what a DJ plays)")
     args = parser.parse_args()
     from real_corpus import fetch
 
     paths = [t.path() for t in fetch()]
+    long = [p for p in paths if sf.info(p).duration >= 60 * args.min_minutes]
     with tempfile.TemporaryDirectory() as tmp:
-        result = render_set(paths[:args.tracks], Path(tmp) / "set.wav")
+        result = render_set(long[:args.tracks], Path(tmp) / "set.wav")
     for line in result.pop("tracklist"):
         print(line)
     result.update(order_timing(paths))

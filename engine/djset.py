@@ -340,6 +340,7 @@ class DjSet:
                                   e.tracks[1 - out].analysis.bpm)
             elif what == "transition_finished":
                 self.decks[1 - e.outgoing] = None  # the deck that went off air is free
+                e.eject(1 - e.outgoing)
                 if self._ramp is not None:
                     e.tempo(e.outgoing, 1.0)  # the new track at its own tempo, exactly
                 self._ramp, self._triggered = None, None

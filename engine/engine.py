@@ -200,6 +200,20 @@ class Engine:
         if self.plan_on_load:
             self.plan_next()
 
+    def eject(self, deck: int | str) -> None:
+        """Take the track off a deck that is neither on air nor in a transition (a set does it
+        to the deck a transition left: nothing triggers back into the track just played, and
+        its stems leave memory before the next track's arrive)."""
+        d = deck_index(deck)
+        status = self.core.status
+        if status.phase != "idle" or (status.playing[d] and d == self._on_air):
+            self.messages.add(f"deck {DECK_NAMES[d]}: in use; not ejected")
+            return
+        self.tracks[d] = None
+        self.plan = None
+        self.core.send(c.Load(d, None))
+        self.keylock.loaded(d, None)
+
     def play(self, deck: int | str, playing: bool = True) -> None:
         self.core.send(c.Transport(deck_index(deck), playing=playing))
 

@@ -52,8 +52,8 @@ class KeyLock:
         self._ready: list[tuple[int, StretchJob, np.ndarray | BaseException]] = []
         self._lock = threading.Lock()  # guards _ready between job threads and the loop
 
-    def loaded(self, deck: int, track: Track) -> None:
-        """``track`` (an original) went onto ``deck``."""
+    def loaded(self, deck: int, track: Track | None) -> None:
+        """``track`` (an original; None: ejected) went onto ``deck``."""
         self._cancel(deck)
         self._tracks[deck] = track
         self._copies[deck] = 1.0

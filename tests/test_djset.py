@@ -16,7 +16,7 @@ from pythonosc.udp_client import SimpleUDPClient
 import main
 from analysis.key import key_index, key_relation
 from analysis.synth import render_track
-from analysis.track import TrackSummary, cached_summary
+from analysis.track import TrackSummary, analyze, cached_summary
 from engine.cuesheet import cue_time
 from engine.playlist import PlaylistError, read_playlist
 from engine.ordering import describe_step, set_cost, smart_order
@@ -224,6 +224,8 @@ def test_a_live_set_takes_its_next_track_over_osc(tmp_path, capsys, monkeypatch,
     there instead."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     paths = write_tracks(tmp_path / "music", SET[:3], bars=16)
+    for path in paths:  # analysed before, as a DJ's library is: the set reads the cache
+        analyze(path)
     m3u = tmp_path / "set.m3u"
     m3u.write_text("".join(f"music/{p.name}\n" for p in paths), encoding="utf-8")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
