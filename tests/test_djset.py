@@ -252,3 +252,25 @@ def test_a_live_set_takes_its_next_track_over_osc(tmp_path, capsys, monkeypatch,
     assert time.monotonic() - t0 < 60
     assert f"deck A: {paths[0].name}" in out and f"deck B: {paths[1].name}" in out
     assert f"set: next: {paths[2].name}" in out and f"deck B: {paths[2].name}" in out
+
+
+def test_a_live_auto_mixed_set_plays_to_its_end(tmp_path, capsys, monkeypatch, jack_server):
+    """``--auto`` live: every transition triggers by itself, and the session ends with the set
+    (before ``--seconds``), its recording beside a cue sheet."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    paths = write_tracks(tmp_path / "music", SET[:2], bars=8)
+    for path in paths:
+        analyze(path)
+    record = tmp_path / "live.wav"
+    t0 = time.monotonic()
+    code = main.main(["--playlist", str(tmp_path / "music"), "--auto", "--bars", "2",
+                      "--device", str(jack_server), "--seconds", "90", "--checkpoint", "none",
+                      "--record", str(record), "--no-log"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert time.monotonic() - t0 < 80, "the session did not end with the set"
+    assert "transition finished" in out and "set: finished: 2 tracks played" in out
+    starts = [line.split()[-1] for line in record.with_suffix(".cue").read_text().splitlines()
+              if "INDEX 01" in line]
+    assert len(starts) == 2 and starts[0] < starts[1]
+    assert sf.info(record).duration > 20.0
