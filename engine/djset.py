@@ -173,8 +173,7 @@ class DjSet:
             raise ValueError(f"track {index + 1} ({self.title(index)}) is not queued")
         free = 1 - self.engine.outgoing
         if self.decks[free] is not None:
-            self.queue.insert(0, self.decks[free])
-            self._unload(free)
+            self.queue.insert(0, self._unload(free))
         self.queue.remove(index)
         self.queue.insert(0, index)
         self._say(f"next: {self.title(index)}")
@@ -182,13 +181,14 @@ class DjSet:
     def browse(self, steps: int) -> None:
         self.selected = (self.selected + steps) % len(self.paths)
 
-    def _unload(self, deck: int) -> None:
-        """Forget ``deck``'s next track (the deck reloads with the queue's head). Refused while
-        a transition is on the decks."""
+    def _unload(self, deck: int) -> int:
+        """Forget ``deck``'s next track (the deck reloads with the queue's head) and return it.
+        Refused while a transition is on the decks."""
         if self.engine.core.status.phase != "idle":
             raise ValueError("a transition is running: choose the next track after it")
-        self.decks[deck] = None
+        index, self.decks[deck] = self.decks[deck], None
         self._triggered = None
+        return index
 
     # --- the tick ---------------------------------------------------------------------------
 
