@@ -18,6 +18,7 @@ again, so the music never stops):
    real tracks of the corpus (bench/real_corpus.py, 3-5 minutes) and an empty analysis cache:
    xruns while deck A plays and deck B is analysed, read, planned and stretched
    (``xruns_during_load``), and in as long a stretch after it (``xruns_after_load``).
+   ``--hugepages-ab`` runs each as a pair, with numpy's transparent huge pages and without.
 
 Callback time is a share of the block's duration (median, p99, max). The last line is JSON.
 """
@@ -153,12 +154,14 @@ LOADED = re.compile(r"^deck ([AB]): .* BPM")
 XRUNS = re.compile(r"xruns (\d+)")
 
 
-def load_run(device: int, a: Path, b: Path, after: float = 30.0) -> dict:
+def load_run(device: int, a: Path, b: Path, after: float = 30.0,
+             env_extra: dict[str, str] | None = None) -> dict:
     """``main.py`` live with an empty analysis cache: xruns from deck A's first sound until deck B
     is loaded, planned and stretched (the status line's "stretching" gone), then ``after``
     seconds more."""
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "XDG_CACHE_HOME": cache, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "XDG_CACHE_HOME": cache, "PYTHONUNBUFFERED": "1",
+               **(env_extra or {})}
         command = [sys.executable, "main.py", "--deck-a", str(a), "--deck-b", str(b),
                    "--device", str(device), "--key-lock", "--seconds", "600"]
         marks: dict[str, tuple[float, int]] = {}
@@ -185,17 +188,24 @@ def load_run(device: int, a: Path, b: Path, after: float = 30.0) -> dict:
             "xruns_after_load": xruns - x_ready, "after_seconds": after}
 
 
-def load_runs(runs: int) -> None:
+def load_runs(runs: int, hugepages_ab: bool = False) -> None:
+    """``runs`` loading runs; with ``hugepages_ab``, each as a pair, interleaved: numpy asking
+    for transparent huge pages (its default) and not (what ``main.py`` sets)."""
     from real_corpus import fetch
 
     tracks = {track.id: track for track in fetch()}
     a, b = (tracks[name].path() for name in LOAD_PAIR)
-    results = []
+    variants = {"huge_pages": {"NUMPY_MADVISE_HUGEPAGE": "1"},
+                "no_huge_pages": {"NUMPY_MADVISE_HUGEPAGE": "0"}} if hugepages_ab else {"": {}}
+    results: dict[str, list[dict]] = {name: [] for name in variants}
     with dummy_jack(SR, 256) as device:
         for _ in range(runs):
-            results.append(load_run(device, a, b))
-            print(f"{a.name} playing while {b.name} loads: {results[-1]}", flush=True)
-    print(json.dumps({key: [r[key] for r in results] for key in results[0]}))
+            for name, env in variants.items():
+                results[name].append(load_run(device, a, b, env_extra=env))
+                print(f"{name or 'main.py'}: {a.name} playing while {b.name} loads: "
+                      f"{results[name][-1]}", flush=True)
+    print(json.dumps({name or "main.py": {key: [r[key] for r in rows] for key in rows[0]}
+                      for name, rows in results.items()}))
 
 
 def main() -> None:
@@ -205,9 +215,12 @@ def main() -> None:
                         help="each run of the thread/process comparison and of 128 frames")
     parser.add_argument("--load", type=int, metavar="RUNS", default=0,
                         help="only the loading runs (5. above), this many")
+    parser.add_argument("--hugepages-ab", action="store_true",
+                        help="the loading runs in pairs: with numpy's transparent huge pages "
+                             "and without")
     args = parser.parse_args()
     if args.load:
-        load_runs(args.load)
+        load_runs(args.load, args.hugepages_ab)
         return
     decks = tracks()
     results: dict[str, float] = {"render_x_realtime": round(render_speed(decks), 1)}
