@@ -22,8 +22,7 @@ import soundfile as sf
 
 from analysis.beats import BEATS_PER_BAR
 
-from . import progress
-from . import djset
+from . import djset, progress
 from .backends import AudioOutput, BlockAdapter, Cue, render_offline
 from .config import EngineConfig
 from .core import CONTROL_BLOCK
