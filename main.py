@@ -35,7 +35,9 @@ from controllers.link import LinkFollower, LinkUnavailable  # noqa: E402
 from controllers.mapping import load_mapping, preset_for  # noqa: E402
 from controllers.midi import MidiController, MidiInput  # noqa: E402
 from controllers.osc import DEFAULT_PORT, FEEDBACK_PORT, OSCServer  # noqa: E402
-from controllers.parts import ableton_part, clock_part, link_part, midi_part, osc_part  # noqa: E402
+from controllers.parts import (ableton_part, clock_part, link_part, midi_part, osc_part,  # noqa: E402
+                               web_part)
+from controllers.web import DEFAULT_PORT as WEB_PORT, WebServer  # noqa: E402
 from effects.params import PARAM_NAMES  # noqa: E402
 from engine.backends import AudioDeviceError, output_devices, unwritable  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
@@ -138,6 +140,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="client addresses allowed to control the engine")
     p.add_argument("--osc-feedback", nargs="*", default=[], metavar="HOST:PORT",
                    help=f"send state to these clients (TouchOSC listens on {FEEDBACK_PORT})")
+    p.add_argument("--web", type=int, nargs="?", const=WEB_PORT, metavar="PORT",
+                   help=f"serve the performer's view in a browser on PORT (default {WEB_PORT})")
+    p.add_argument("--web-host", default="127.0.0.1",
+                   help="address the view listens on; anything but loopback needs --web-allow")
+    p.add_argument("--web-allow", nargs="*", default=[], metavar="IP",
+                   help="addresses of the browsers allowed to see and control the engine")
     p.add_argument("--midi", nargs="?", const="", metavar="NAME",
                    help="take MIDI from input ports whose name contains NAME (all without)")
     p.add_argument("--midi-map", type=Path, metavar="FILE",
@@ -175,6 +183,9 @@ def controller_parts(args: argparse.Namespace) -> tuple[Part, ...]:
         feedback = [(h, int(p)) for h, p in (x.rsplit(":", 1) for x in args.osc_feedback)]
         server = OSCServer(None, args.osc_host, args.osc, tuple(args.osc_allow), feedback)
         parts.append(functools.partial(osc_part, server))
+    if args.web is not None:
+        parts.append(functools.partial(web_part, WebServer(None, args.web_host, args.web,
+                                                           tuple(args.web_allow))))
     if args.midi is not None:
         mapping = load_mapping(args.midi_map or preset_for(args.midi), PARAM_NAMES)
         midi = MidiInput(MidiController(None, mapping, follow_clock=args.midi_clock_in),
