@@ -39,7 +39,7 @@ log = logging.getLogger("automix.web")
 
 Message = dict[str, Any]
 LANE_TITLES = {"gain": "faders", "low_eq": "low EQ", "mid_eq": "mid EQ", "high_eq": "high EQ",
-               "highpass": "highpass", "lowpass": "lowpass", "": "crossfader, master, reverb"}
+               "highpass": "highpass", "lowpass": "lowpass", "": "global"}
 
 
 def _b64(values: np.ndarray) -> str:

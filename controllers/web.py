@@ -45,6 +45,7 @@ DEFAULT_PORT = 8080
 STATIC = Path(__file__).with_name("web_static")
 MAX_MESSAGE = 16 * 1024  # bytes of one command: a load's path fits, a flood of JSON does not
 HEARTBEAT_SECONDS = 10.0  # a page that vanished without closing its socket is noticed
+CLOSE_SECONDS = 1.0  # a page that does not answer the closing handshake holds up no exit
 
 
 @dataclass
@@ -199,7 +200,7 @@ class WebServer:
             raise self._refuse(f"already {MAX_CLIENTS} pages", web.HTTPServiceUnavailable)
         # No compression: it would cost the loop for bytes that travel on this machine or a LAN.
         socket = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=HEARTBEAT_SECONDS,
-                                       compress=False)
+                                       timeout=CLOSE_SECONDS, compress=False)
         await socket.prepare(request)
         page = Page(socket, request.remote or "")
         self._broadcast(self.view.tick())  # the others' changes first: the newcomer gets all

@@ -109,6 +109,17 @@ def test_the_page_shows_the_decks_and_candidates_and_its_trigger_plays_the_trans
         assert live.stop() == 0, live.tail()
 
 
+def test_listening_beyond_this_machine_without_an_allow_list_fails_before_any_music(
+        tmp_path, capsys, jack_server):
+    import main
+
+    assert main.main(["--deck-a", str(tmp_path / "a"), "--deck-b", str(tmp_path / "b"),
+                      "--device", str(jack_server), "--web", "--web-host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("error: the web view on 0.0.0.0: listening beyond this machine "
+                           "needs an allow-list of client addresses"), err
+
+
 # --- the server, with WebSocket clients of our own ---------------------------------------------
 
 async def serve(engine, **kw) -> WebServer:

@@ -20,7 +20,7 @@ const QUANTIZE = ["off", "beat", "bar", "phrase"];
 const view = {
   hello: null, decks: [null, null], waves: [null, null], plan: null, running: null,
   state: {}, received: {}, connected: false, socket: null, zoomSeconds: 12,
-  overviewPlayheads: [null, null],
+  overviewPlayheads: [null, null], bytesReceived: 0,
 };
 window.automix = view;
 
@@ -31,6 +31,7 @@ function connect() {
   view.socket = socket;
   socket.onopen = () => { view.connected = true; renderConnection(); };
   socket.onmessage = (event) => {
+    view.bytesReceived += event.data.length;
     let message;
     try { message = JSON.parse(event.data); } catch (err) { return; }
     receive(message);
@@ -50,7 +51,7 @@ function send(address, ...args) {
 
 function receive(message) {
   switch (message.type) {
-    case "hello": view.hello = message; break;
+    case "hello": view.hello = message; buildLegend(); break;
     case "deck": view.decks[message.deck] = message.track; cached.overview[message.deck] = null;
       cached.candidates = null; break;
     case "wave": view.waves[message.deck] = message.wave && takeWave(message.wave);
@@ -140,6 +141,20 @@ function spans() {
 
 const cached = { overview: [null, null], tiles: [null, null], candidates: null, running: null };
 
+function unchanged(canvas, ...inputs) {
+  // Whether a canvas would be drawn again as it is: then it is left alone. A stopped deck costs
+  // the browser nothing, and the browser may share the machine with the engine.
+  const same = canvas.drawnFrom !== undefined && canvas.drawnFrom.length === inputs.length
+    && inputs.every((input, i) => input === canvas.drawnFrom[i]);
+  canvas.drawnFrom = inputs;
+  return same;
+}
+
+function spansOf(d) {
+  return spans().filter((span) => span.deck === d)
+    .map((span) => `${span.from.toFixed(2)}:${span.to.toFixed(2)}:${span.live}`).join();
+}
+
 function fit(canvas) {
   // The canvas's pixels follow its size on the screen (and the screen's pixel density).
   const ratio = window.devicePixelRatio || 1;
@@ -208,65 +223,41 @@ function drawSpans(ctx, d, xOfBeat, height) {
   }
 }
 
-function zoomTile(d, wave, index, perSecond, h) {
-  // A stretch of the zoomed waveform, drawn once for this zoom and size and kept while near.
-  const ratio = window.devicePixelRatio || 1, key = `${perSecond}:${h}:${ratio}`;
-  if (!cached.tiles[d] || cached.tiles[d].key !== key || cached.tiles[d].wave !== wave) {
-    cached.tiles[d] = { key, wave, tiles: new Map() };
+function zoomTile(d, index, perSecond, h) {
+  // A stretch of the zoomed view in the track's time: its sections, the stems' waveform and
+  // the beat grid (beats faint, downbeats brighter, phrase starts bright and numbered). Drawn
+  // once for this track, waveform, zoom and size, kept while near, copied as the track scrolls.
+  const track = view.decks[d], wave = view.waves[d], ratio = window.devicePixelRatio || 1;
+  const key = `${perSecond}:${h}:${ratio}`;
+  if (!cached.tiles[d] || cached.tiles[d].key !== key || cached.tiles[d].track !== track
+      || cached.tiles[d].wave !== wave) {
+    cached.tiles[d] = { key, track, wave, tiles: new Map() };
   }
   const tiles = cached.tiles[d].tiles;
   let tile = tiles.get(index);
-  if (!tile) {
-    tile = document.createElement("canvas");
-    tile.width = Math.ceil(TILE * ratio);
-    tile.height = Math.ceil(h * ratio);
-    const ctx = tile.getContext("2d");
-    ctx.scale(ratio, ratio);
-    const start = index * TILE / perSecond;
+  if (tile) return tile;
+  tile = document.createElement("canvas");
+  tile.width = Math.ceil(TILE * ratio);
+  tile.height = Math.ceil(h * ratio);
+  const ctx = tile.getContext("2d");
+  ctx.scale(ratio, ratio);
+  const start = index * TILE / perSecond, end = (index + 1) * TILE / perSecond;
+  const xOf = (seconds) => (seconds - start) * perSecond;
+  ctx.fillStyle = "#10141c";
+  ctx.fillRect(xOf(0), 0, xOf(track.duration) - xOf(0), h);
+  drawSections(ctx, track, xOf, 0, 11, true);
+  if (wave) {
     drawStems(ctx, wave, 0, TILE, h / 2 + 5, h / 2 - 9, (x) => {
       const from = Math.floor((start + x / perSecond) * wave.rate);
       return [from, Math.max(from + 1, Math.floor((start + (x + 1) / perSecond) * wave.rate))];
     });
-    for (const far of tiles.keys()) if (Math.abs(far - index) > 6) tiles.delete(far);
-    tiles.set(index, tile);
   }
-  return tile;
-}
-
-function drawZoom(canvas) {
-  const d = Number(canvas.dataset.deck);
-  const { ctx, w, h } = fit(canvas);
-  ctx.fillStyle = BACKGROUND;
-  ctx.fillRect(0, 0, w, h);
-  const track = view.decks[d];
-  if (!track || !view.hello) {
-    ctx.fillStyle = "#556";
-    ctx.font = "13px system-ui";
-    ctx.fillText(`deck ${"AB"[d]}: no track`, 12, h / 2);
-    return;
-  }
-  const now = position(d), perSecond = w / view.zoomSeconds, x0 = w * PLAYHEAD_AT;
-  const xOf = (seconds) => x0 + (seconds - now) * perSecond;
-  const xOfBeat = (beat) => xOf(secondsOf(track, beat));
-  ctx.fillStyle = "#10141c";
-  ctx.fillRect(xOf(0), 0, xOf(track.duration) - xOf(0), h);
-  drawSpans(ctx, d, xOfBeat, h);
-  drawSections(ctx, track, xOf, 0, 11, true);
-  const wave = view.waves[d];
-  if (wave) {
-    const first = Math.max(0, Math.floor((now - x0 / perSecond) * perSecond / TILE));
-    const last = Math.floor(Math.min(now + (w - x0) / perSecond, track.duration) * perSecond / TILE);
-    for (let index = first; index <= last; index++) {
-      ctx.drawImage(zoomTile(d, wave, index, perSecond, h), xOf(index * TILE / perSecond), 0, TILE, h);
-    }
-  }
-  // The beat grid: beats faint, downbeats brighter, phrase starts bright and numbered.
   const bpb = view.hello.beats_per_bar, phrase = view.hello.phrase_bars * bpb;
-  const first = Math.ceil(beatOf(track, now - x0 / perSecond));
-  const last = Math.floor(beatOf(track, now + (w - x0) / perSecond));
   ctx.font = "10px system-ui";
-  for (let k = first; k <= last; k++) {
-    const x = Math.round(xOfBeat(k)) + 0.5, inPhrase = ((k % phrase) + phrase) % phrase;
+  // From a little before the tile: a bar number that starts there runs on into it.
+  for (let k = Math.ceil(beatOf(track, start - 30 / perSecond));
+    k <= Math.floor(beatOf(track, Math.min(end, track.duration))); k++) {
+    const x = Math.round(xOf(secondsOf(track, k))) + 0.5, inPhrase = ((k % phrase) + phrase) % phrase;
     if (inPhrase === 0) {
       ctx.strokeStyle = "rgba(255,255,255,0.85)";
       ctx.fillStyle = "#fff";
@@ -281,17 +272,46 @@ function drawZoom(canvas) {
     ctx.lineTo(x, h);
     ctx.stroke();
   }
+  for (const far of tiles.keys()) if (Math.abs(far - index) > 6) tiles.delete(far);
+  tiles.set(index, tile);
+  return tile;
+}
+
+function drawZoom(canvas) {
+  const d = Number(canvas.dataset.deck), track = view.decks[d];
+  const perSecond = canvas.clientWidth / view.zoomSeconds;
+  const now = position(d), shift = Math.round(now * perSecond);  // whole pixels: plain copies
+  if (unchanged(canvas, canvas.clientWidth, canvas.clientHeight, view.zoomSeconds, track,
+    view.waves[d], shift, spansOf(d))) return;
+  const { ctx, w, h } = fit(canvas);
+  ctx.fillStyle = BACKGROUND;
+  ctx.fillRect(0, 0, w, h);
+  if (!track || !view.hello) {
+    ctx.fillStyle = "#556";
+    ctx.font = "13px system-ui";
+    ctx.fillText(`deck ${"AB"[d]}: no track`, 12, h / 2);
+    return;
+  }
+  const x0 = Math.round(w * PLAYHEAD_AT), xOf = (seconds) => x0 + Math.round(seconds * perSecond) - shift;
+  const first = Math.max(0, Math.floor((shift - x0) / TILE));
+  const last = Math.min(Math.floor((shift + w - x0) / TILE), Math.floor(track.duration * perSecond / TILE));
+  for (let index = first; index <= last; index++) {
+    ctx.drawImage(zoomTile(d, index, perSecond, h), x0 + index * TILE - shift, 0, TILE, h);
+  }
+  drawSpans(ctx, d, (beat) => xOf(secondsOf(track, beat)), h);
   ctx.fillStyle = "#ff3355";
-  ctx.fillRect(Math.round(x0) - 1, 0, 2, h);
+  ctx.fillRect(x0 - 1, 0, 2, h);
   ctx.beginPath();
   ctx.moveTo(x0 - 6, 0); ctx.lineTo(x0 + 6, 0); ctx.lineTo(x0, 7);
   ctx.fill();
 }
 
 function drawOverview(canvas) {
-  const d = Number(canvas.dataset.deck);
+  const d = Number(canvas.dataset.deck), track = view.decks[d], wave = view.waves[d];
+  const playhead = track ? Math.round(position(d) / track.duration * canvas.clientWidth) : null;
+  if (unchanged(canvas, canvas.clientWidth, canvas.clientHeight, track, wave, playhead,
+    spansOf(d), cached.overview[d])) return;
   const { ctx, w, h } = fit(canvas);
-  const track = view.decks[d], wave = view.waves[d];
   if (!track || !view.hello) {
     ctx.fillStyle = BACKGROUND;
     ctx.fillRect(0, 0, w, h);
@@ -335,49 +355,71 @@ function drawOverview(canvas) {
   view.overviewPlayheads[d] = x;
 }
 
-function drawCurves(canvas, transition, progress) {
+const CURVES_LEFT = 64;  // CSS pixels of lane titles left of the curves
+
+function curvesImage(transition, w, h) {
   // One lane per kind of parameter (faders, the EQ bands, the filters, then the global ones),
-  // each stem in its colour, deck A solid and deck B dashed, over the transition's bars.
-  const { ctx, w, h } = fit(canvas);
+  // each stem in its colour, deck A solid and deck B dashed, over the transition's bars: drawn
+  // once per transition and size (a running transition's cursor moves over a copy).
+  const ratio = window.devicePixelRatio || 1, key = `${w}x${h}x${ratio}`;
+  if (transition.image && transition.image.key === key) return transition.image;
+  const image = document.createElement("canvas");
+  image.key = key;
+  image.width = Math.round(w * ratio);
+  image.height = Math.round(h * ratio);
+  const ctx = image.getContext("2d");
+  ctx.scale(ratio, ratio);
   ctx.fillStyle = BACKGROUND;
   ctx.fillRect(0, 0, w, h);
   const lanes = view.hello.lanes, n = view.hello.params.length, frames = transition.frames;
-  const left = 64, laneHeight = h / lanes.length, bpb = view.hello.beats_per_bar;
-  const xOf = (frame) => left + frame / (frames - 1) * (w - left - 4);
+  const laneHeight = h / lanes.length, width = w - CURVES_LEFT - 4;
+  const xOf = (frame) => CURVES_LEFT + frame / (frames - 1) * width;
   for (let bar = 0; bar <= transition.bars; bar++) {
-    const x = Math.round(left + bar / transition.bars * (w - left - 4)) + 0.5;
+    const x = Math.round(CURVES_LEFT + bar / transition.bars * width) + 0.5;
     ctx.strokeStyle = bar % view.hello.phrase_bars === 0 ? "rgba(255,255,255,0.35)"
       : "rgba(255,255,255,0.09)";
     ctx.beginPath(); ctx.moveTo(x, 0); ctx.lineTo(x, h); ctx.stroke();
   }
   lanes.forEach((lane, l) => {
     const top = l * laneHeight + 3, height = laneHeight - 6;
-    const yOf = (value) => top + (1 - value) * height;
     ctx.fillStyle = "#8a93a6";
     ctx.font = "10px system-ui";
     ctx.fillText(lane.title, 4, top + height / 2 + 3);
     ctx.strokeStyle = "rgba(255,255,255,0.06)";
-    ctx.strokeRect(left, top, w - left - 4, height);
+    ctx.strokeRect(CURVES_LEFT, top, width, height);
     lane.params.forEach((param, p) => {
       ctx.strokeStyle = param.stem ? STEM_COLOURS[param.stem] : GLOBAL_COLOURS[p % GLOBAL_COLOURS.length];
       ctx.setLineDash(param.deck === "b" ? [4, 3] : []);
       ctx.lineWidth = 1.4;
       ctx.beginPath();
       for (let f = 0; f < frames; f++) {
-        const y = yOf(transition.values[f * n + param.index] / 255);
+        const y = top + (1 - transition.values[f * n + param.index] / 255) * height;
         if (f === 0) ctx.moveTo(xOf(f), y); else ctx.lineTo(xOf(f), y);
       }
       ctx.stroke();
     });
     ctx.setLineDash([]);
   });
+  transition.image = image;
+  return image;
+}
+
+function drawCurves(canvas, transition, progress) {
+  // A transition's curves; with ``progress`` (0..1), where it is and the parameters the hand
+  // holds, at the values the hand plays.
+  const frame = view.state["/mixer/frame"] ?? [], taken = view.state["/transition/taken"] ?? [];
+  if (unchanged(canvas, canvas.clientWidth, canvas.clientHeight, transition,
+    progress === undefined ? -1 : Math.round(progress * canvas.clientWidth / 2),  // 2 px steps
+    taken.map((name) => frame[view.hello.params.indexOf(name)]).join())) return;
+  const { ctx, w, h } = fit(canvas);
+  ctx.drawImage(curvesImage(transition, w, h), 0, 0, w, h);
   if (progress === undefined) return;
-  // Where the transition is, and the parameters the hand holds: at the value the hand plays.
-  const x = left + progress * (w - left - 4);
+  const lanes = view.hello.lanes, laneHeight = h / lanes.length;
+  const x = CURVES_LEFT + progress * (w - CURVES_LEFT - 4);
   ctx.fillStyle = "#fff";
   ctx.fillRect(x - 1, 0, 2, h);
-  const frame = view.state["/mixer/frame"] ?? [];
-  for (const name of view.state["/transition/taken"] ?? []) {
+  ctx.font = "10px system-ui";
+  for (const name of taken) {
     lanes.forEach((lane, l) => {
       const param = lane.params.find((p) => p.name === name);
       if (!param || frame[param.index] === undefined) return;
@@ -449,6 +491,18 @@ function buildDeckControls(d) {
     pathForm("track (a file or a stem folder)", "LOAD", (path) => send(`${deck}/load`, path)));
 }
 
+function buildLegend() {
+  // What the curves' colours and dashes mean (the lanes' parameters come from the engine).
+  const swatch = (colour, text, dashed) => `<span class="key"><i style="border-color: ${colour}; `
+    + `border-top-style: ${dashed ? "dashed" : "solid"}"></i>${escaped(text)}</span>`;
+  const global = view.hello.lanes.find((lane) => !lane.params[0].stem);
+  document.getElementById("legend").innerHTML = [
+    ...view.hello.stems.map((stem) => swatch(STEM_COLOURS[stem], stem)),
+    swatch("#aaa", "deck A"), swatch("#aaa", "deck B", true),
+    ...(global ? global.params.map((p, i) => swatch(GLOBAL_COLOURS[i % GLOBAL_COLOURS.length],
+      p.name.replace("_", " "))) : [])].join("");
+}
+
 function buildControls() {
   for (const element of document.querySelectorAll("[data-address]")) {
     element.addEventListener("click", () => send(element.dataset.address));
@@ -501,16 +555,28 @@ function buildControls() {
 
 // --- rendering --------------------------------------------------------------------------------
 
+// The page is written only where it changes: every write costs the browser a layout.
 function setText(element, text) { if (element.textContent !== text) element.textContent = text; }
+
+function setHTML(element, html) {
+  if (element.writtenHTML !== html) { element.innerHTML = html; element.writtenHTML = html; }
+}
+
+function setClass(element, name) { if (element.className !== name) element.className = name; }
+
+function setHidden(element, hidden) { if (element.hidden !== hidden) element.hidden = hidden; }
 
 function unlessHeld(input, value) {
   // A control being moved by hand shows the hand, not the engine's last word.
-  if (document.activeElement !== input && value !== undefined) input.value = value;
+  if (document.activeElement !== input && value !== undefined && input.writtenValue !== value) {
+    input.value = value;
+    input.writtenValue = value;
+  }
 }
 
 function renderConnection() {
   const element = document.getElementById("connection");
-  element.className = view.connected ? "on" : "off";
+  setClass(element, view.connected ? "on" : "off");
   element.textContent = view.connected ? "connected" : "no engine: reconnecting";
 }
 
@@ -532,7 +598,7 @@ function renderDeckHead(d) {
       + `<span class="${track.weak ? "weak" : "muted"}" title="${escaped(track.grid)}">grid `
       + `${(stateOf(d, "grid/confidence") ?? track.confidence).toFixed(2)}`
       + `${track.weak ? " weak: check it by ear" : ""}</span>`;
-  if (head.innerHTML !== html) head.innerHTML = html;
+  setHTML(head, html);
   const controls = document.querySelector(`.deck-controls[data-deck="${d}"]`);
   const play = controls.querySelector('[data-role="play"]');
   if (play) {
@@ -565,26 +631,28 @@ function renderTransition() {
   }
   const guidance = document.getElementById("guidance");
   if (st["/transition/guidance"] !== undefined && document.activeElement !== guidance) {
-    guidance.value = st["/transition/guidance"] / 4;
-    guidance.nextElementSibling.value = st["/transition/guidance"].toFixed(2);
+    unlessHeld(guidance, st["/transition/guidance"] / 4);
+    setText(guidance.nextElementSibling, st["/transition/guidance"].toFixed(2));
   }
   const frame = st["/mixer/frame"];
   const xfader = view.hello && frame ? frame[view.hello.params.indexOf("crossfader")] : undefined;
   unlessHeld(document.getElementById("crossfader"), xfader);
   const phaseBox = document.getElementById("phase");
-  phaseBox.className = phase;
+  setClass(phaseBox, phase);
   const out = view.running ? view.running.outgoing : st["/transition/outgoing"] ?? 0;
   const ready = st["/transition/ready"] ?? 0;
+  const note = view.plan && view.plan.note !== st["/engine/model"] ? view.plan.note : "";
   const label = phase === "idle"
     ? `next: ${"AB"[st["/transition/outgoing"] ?? 0]} → ${"AB"[1 - (st["/transition/outgoing"] ?? 0)]}, `
       + `${st["/transition/bars"] ?? "–"} bars, quantize ${st["/transition/quantize"] ?? "–"}, `
-      + `${ready} candidate${ready === 1 ? "" : "s"} ready` + (view.plan && view.plan.note ? ` (${view.plan.note})` : "")
+      + `${ready} candidate${ready === 1 ? "" : "s"} ready` + (note ? ` (${note})` : "")
     : `${phase}${st["/transition/held"] ? " (held)" : ""}: ${"AB"[out]} → ${"AB"[1 - out]}, `
       + `bar ${(progress / bpb).toFixed(1)} of ${(length / bpb).toFixed(0)}`;
   setText(phaseBox.querySelector(".label"), label);
-  phaseBox.querySelector(".bar span").style.width = `${length ? 100 * progress / length : 0}%`;
+  const done = `${length ? (100 * progress / length).toFixed(1) : 0}%`, bar = phaseBox.querySelector(".bar span");
+  if (bar.style.width !== done) bar.style.width = done;
   const running = document.getElementById("running");
-  running.hidden = phase === "idle" || !view.running;
+  setHidden(running, phase === "idle" || !view.running);
   if (!running.hidden) {
     const taken = st["/transition/taken"] ?? [];
     setText(running.querySelector(".title"), `playing: ${view.running.source} curves, `
@@ -622,13 +690,13 @@ function renderCandidates() {
 
 function renderQueue() {
   const queue = view.state["/playlist/queue"], box = document.getElementById("queue");
-  box.hidden = !Array.isArray(queue);
+  setHidden(box, !Array.isArray(queue));
   if (box.hidden) return;
   const html = queue.map((item) => `<li class="${escaped(item.state)}">${escaped(item.title)}`
     + `<span class="muted">${Number(item.bpm).toFixed(1)} BPM · ${escaped(item.camelot)} · `
     + `${escaped(item.state)}</span></li>`).join("");
   const list = box.querySelector("ol");
-  if (list.innerHTML !== html) list.innerHTML = html;
+  setHTML(list, html);
 }
 
 function renderEngine() {
@@ -659,24 +727,21 @@ function render() {
   renderQueue();
 }
 
-let lastFrame = 0;
-function frame(now) {
-  requestAnimationFrame(frame);
-  if (!view.hello || now - lastFrame < FRAME_MS - 1) return;
-  lastFrame = now;
-  {
-    for (const canvas of document.querySelectorAll("canvas.zoom")) drawZoom(canvas);
-    for (const canvas of document.querySelectorAll("canvas.overview")) drawOverview(canvas);
-    const running = document.getElementById("running");
-    if (!running.hidden && view.running) {
-      cached.running ??= curves(view.running);
-      const [progress, length] = view.state["/transition/beats"] ?? [0, 1];
-      drawCurves(running.querySelector("canvas"), cached.running, length ? progress / length : 0);
-    }
+function drawCanvases() {
+  if (!view.hello) return;
+  for (const canvas of document.querySelectorAll("canvas.zoom")) drawZoom(canvas);
+  for (const canvas of document.querySelectorAll("canvas.overview")) drawOverview(canvas);
+  const running = document.getElementById("running");
+  if (!running.hidden && view.running) {
+    cached.running ??= curves(view.running);
+    const [progress, length] = view.state["/transition/beats"] ?? [0, 1];
+    drawCurves(running.querySelector("canvas"), cached.running, length ? progress / length : 0);
   }
 }
 
 window.addEventListener("resize", () => { cached.candidates = null; renderSoon(); });
 buildControls();
 connect();
-requestAnimationFrame(frame);
+// Drawn FRAME_MS apart, not at every frame the screen could show; nothing is drawn that would
+// look the same.
+setInterval(drawCanvases, FRAME_MS);
