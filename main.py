@@ -92,6 +92,17 @@ def analyze_command(path: Path, separator: str, weights: Path | None) -> int:
     return 0
 
 
+def listen_flags(p: argparse.ArgumentParser, name: str, port: int, what: str) -> None:
+    """--NAME [PORT], --NAME-host and --NAME-allow: a server for controllers on this machine,
+    or beyond it for the clients of an allow-list."""
+    p.add_argument(f"--{name}", type=int, nargs="?", const=port, metavar="PORT",
+                   help=f"{what} on PORT (default {port})")
+    p.add_argument(f"--{name}-host", default="127.0.0.1",
+                   help=f"address to listen on; anything but loopback needs --{name}-allow")
+    p.add_argument(f"--{name}-allow", nargs="*", default=[], metavar="IP",
+                   help="client addresses allowed to control the engine")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--deck-a", type=Path, help="track for deck A (a file or a stem folder)")
@@ -132,20 +143,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--auto-gain", choices=("on", "off"), default="on",
                    help="trim each track from its loudness to --loudness-target")
     p.add_argument("--loudness-target", type=float, default=-14.0, metavar="LUFS")
-    p.add_argument("--osc", type=int, nargs="?", const=DEFAULT_PORT, metavar="PORT",
-                   help=f"listen for OSC on PORT (default {DEFAULT_PORT})")
-    p.add_argument("--osc-host", default="127.0.0.1",
-                   help="address to listen on; anything but loopback needs --osc-allow")
-    p.add_argument("--osc-allow", nargs="*", default=[], metavar="IP",
-                   help="client addresses allowed to control the engine")
+    listen_flags(p, "osc", DEFAULT_PORT, "listen for OSC")
     p.add_argument("--osc-feedback", nargs="*", default=[], metavar="HOST:PORT",
                    help=f"send state to these clients (TouchOSC listens on {FEEDBACK_PORT})")
-    p.add_argument("--web", type=int, nargs="?", const=WEB_PORT, metavar="PORT",
-                   help=f"serve the performer's view in a browser on PORT (default {WEB_PORT})")
-    p.add_argument("--web-host", default="127.0.0.1",
-                   help="address the view listens on; anything but loopback needs --web-allow")
-    p.add_argument("--web-allow", nargs="*", default=[], metavar="IP",
-                   help="addresses of the browsers allowed to see and control the engine")
+    listen_flags(p, "web", WEB_PORT, "serve the performer's view to browsers")
     p.add_argument("--midi", nargs="?", const="", metavar="NAME",
                    help="take MIDI from input ports whose name contains NAME (all without)")
     p.add_argument("--midi-map", type=Path, metavar="FILE",
