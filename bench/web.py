@@ -69,7 +69,7 @@ def xruns_so_far(live: LiveMain) -> int:
 def save_page(browser, path: Path) -> None:
     """A PNG of the whole page, below the window's fold too (Chromium's DevTools protocol)."""
     height = browser.execute_script("return document.documentElement.scrollHeight")
-    width = browser.execute_script("return document.documentElement.clientWidth")
+    width = browser.execute_script("return document.documentElement.scrollWidth")
     shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
         "captureBeyondViewport": True,
         "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
