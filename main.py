@@ -43,7 +43,9 @@ from controllers.link import LinkFollower, LinkUnavailable  # noqa: E402
 from controllers.mapping import load_mapping, preset_for  # noqa: E402
 from controllers.midi import MidiController, MidiInput  # noqa: E402
 from controllers.osc import DEFAULT_PORT, FEEDBACK_PORT, OSCServer  # noqa: E402
-from controllers.parts import ableton_part, clock_part, link_part, midi_part, osc_part  # noqa: E402
+from controllers.parts import (ableton_part, clock_part, link_part, midi_part, osc_part,  # noqa: E402
+                               web_part)
+from controllers.web import DEFAULT_PORT as WEB_PORT, WebServer  # noqa: E402
 from effects.params import PARAM_NAMES  # noqa: E402
 from engine.backends import AudioDeviceError, output_devices, unwritable  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
@@ -125,6 +127,17 @@ def play_set(args: argparse.Namespace, config: EngineConfig) -> int:
     return run_session(config, None, None, options, args)
 
 
+def listen_flags(p: argparse.ArgumentParser, name: str, port: int, what: str) -> None:
+    """--NAME [PORT], --NAME-host and --NAME-allow: a server for controllers on this machine,
+    or beyond it for the clients of an allow-list."""
+    p.add_argument(f"--{name}", type=int, nargs="?", const=port, metavar="PORT",
+                   help=f"{what} on PORT (default {port})")
+    p.add_argument(f"--{name}-host", default="127.0.0.1",
+                   help=f"address to listen on; anything but loopback needs --{name}-allow")
+    p.add_argument(f"--{name}-allow", nargs="*", default=[], metavar="IP",
+                   help="client addresses allowed to control the engine")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--deck-a", type=Path, help="track for deck A (a file or a stem folder)")
@@ -175,14 +188,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--auto-gain", choices=("on", "off"), default="on",
                    help="trim each track from its loudness to --loudness-target")
     p.add_argument("--loudness-target", type=float, default=-14.0, metavar="LUFS")
-    p.add_argument("--osc", type=int, nargs="?", const=DEFAULT_PORT, metavar="PORT",
-                   help=f"listen for OSC on PORT (default {DEFAULT_PORT})")
-    p.add_argument("--osc-host", default="127.0.0.1",
-                   help="address to listen on; anything but loopback needs --osc-allow")
-    p.add_argument("--osc-allow", nargs="*", default=[], metavar="IP",
-                   help="client addresses allowed to control the engine")
+    listen_flags(p, "osc", DEFAULT_PORT, "listen for OSC")
     p.add_argument("--osc-feedback", nargs="*", default=[], metavar="HOST:PORT",
                    help=f"send state to these clients (TouchOSC listens on {FEEDBACK_PORT})")
+    listen_flags(p, "web", WEB_PORT, "serve the performer's view to browsers")
     p.add_argument("--midi", nargs="?", const="", metavar="NAME",
                    help="take MIDI from input ports whose name contains NAME (all without)")
     p.add_argument("--midi-map", type=Path, metavar="FILE",
@@ -220,6 +229,9 @@ def controller_parts(args: argparse.Namespace) -> tuple[Part, ...]:
         feedback = [(h, int(p)) for h, p in (x.rsplit(":", 1) for x in args.osc_feedback)]
         server = OSCServer(None, args.osc_host, args.osc, tuple(args.osc_allow), feedback)
         parts.append(functools.partial(osc_part, server))
+    if args.web is not None:
+        parts.append(functools.partial(web_part, WebServer(None, args.web_host, args.web,
+                                                           tuple(args.web_allow))))
     if args.midi is not None:
         mapping = load_mapping(args.midi_map or preset_for(args.midi), PARAM_NAMES)
         midi = MidiInput(MidiController(None, mapping, follow_clock=args.midi_clock_in),

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One-step, idempotent setup on Debian/Ubuntu with Python >= 3.10:
-# system packages (PortAudio, JACK, liblo tools), a virtual environment in .venv/, the project.
+# system packages (PortAudio, JACK, liblo tools, headless Chromium for the web view's tests), a
+# virtual environment in .venv/, the project.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-SYSTEM_PACKAGES=(libportaudio2 jackd2 liblo-tools)
+SYSTEM_PACKAGES=(libportaudio2 jackd2 liblo-tools chromium chromium-driver)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -14,7 +14,8 @@ from typing import Any
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from .osc import BadMessage, parse
+from .commands import BadMessage
+from .osc import parse
 
 LIVE_PORT = 11000
 REPLY_PORT = 11001

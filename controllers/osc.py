@@ -1,5 +1,6 @@
-"""OSC control over UDP (TouchOSC, Ableton via Max/M4L, any OSC client): the address space, input
-validation, and feedback to registered clients.
+"""OSC control over UDP (TouchOSC, Ableton via Max/M4L, any OSC client): packets, the allow-list
+and feedback to registered clients. The address space is controllers.commands, which the web view
+shares.
 
 python-osc parses the packets; the routing is ours, because python-osc's dispatcher sleeps inside
 the event loop for bundles time-tagged in the future (``strict_timing``) and its asyncio server
@@ -13,9 +14,7 @@ allow-list of client addresses, and packets from anyone else are dropped (and co
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import math
 import os
 import socket
 import time
@@ -26,20 +25,14 @@ import pythonosc
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket, ParseError, TimedMessage
 
-from engine.engine import PARAM_NAMES
-
+from .clients import FEEDBACK_HZ, MAX_CLIENTS, Changes, allowed, check_listen
+from .commands import REFUSED, BadMessage, dispatch, number, routes
 from .ratelimit import RateLimitedLog
 
 log = logging.getLogger("automix.osc")
 
 DEFAULT_PORT = 8000  # TouchOSC's default outgoing port
 FEEDBACK_PORT = 9000  # TouchOSC's default incoming port
-FEEDBACK_HZ = 20.0
-MAX_CLIENTS = 16  # feedback clients: a flood of /register must not grow the list without end
-
-
-class BadMessage(ValueError):
-    pass
 
 
 _PYTHONOSC = os.path.dirname(pythonosc.__file__)
@@ -81,128 +74,6 @@ def parse(data: bytes) -> list[TimedMessage]:
     return messages
 
 
-def unit(args: tuple) -> float:
-    """One finite number in [0, 1] (TouchOSC's continuous controls)."""
-    value = number(args)
-    if not 0.0 <= value <= 1.0:
-        raise BadMessage(f"value {value} is outside 0..1")
-    return value
-
-
-def number(args: tuple) -> float:
-    if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], (int, float)):
-        raise BadMessage(f"expects one number, got {list(args)!r}")
-    value = float(args[0])
-    if not math.isfinite(value):
-        raise BadMessage(f"value {value} is not finite")
-    return value
-
-
-def switch(args: tuple) -> bool:
-    """Buttons: no argument (a press), or 1/0 (TouchOSC sends 1.0 on press, 0.0 on release)."""
-    if not args:
-        return True
-    return number(args) >= 0.5
-
-
-def text(args: tuple) -> str:
-    if len(args) != 1 or not isinstance(args[0], str):
-        raise BadMessage(f"expects one string, got {list(args)!r}")
-    return args[0]
-
-
-@dataclass(frozen=True)
-class Route:
-    address: str
-    types: str  # for the documentation: f float, i int, s string, - none
-    meaning: str
-    handle: Callable[[Any, tuple], None]
-
-
-def _press(action: Callable[[Any], Any]) -> Callable[[Any, tuple], None]:
-    def handle(engine: Any, args: tuple) -> None:
-        if switch(args):  # act on press, ignore the release
-            action(engine)
-    return handle
-
-
-def routes() -> dict[str, Route]:
-    """The address space (the README's table is made from it: ``address_table``)."""
-    table = [
-        Route("/transition/trigger", "-|f", "start the transition (on press)",
-              _press(lambda e: e.trigger())),
-        Route("/transition/bars", "i|f", "length in bars, 1..64",
-              lambda e, a: e.set_bars(int(number(a)))),
-        Route("/transition/quantize", "s", "off, beat, bar or phrase",
-              lambda e, a: e.set_quantize(text(a))),
-        Route("/transition/guidance", "f", "guidance scale, 0..1 maps to 0..4",
-              lambda e, a: e.set_guidance(4.0 * unit(a))),
-        Route("/transition/candidate", "i|f", "candidate number from 1",
-              lambda e, a: e.select(int(number(a)) - 1)),
-        Route("/transition/hold", "i|f", "1 holds the curves, 0 releases",
-              lambda e, a: e.hold(switch(a))),
-        Route("/transition/abort", "-|f", "run back to the outgoing deck (on press)",
-              _press(lambda e: e.abort())),
-        Route("/transition/regenerate", "-|f", "sample new candidates (on press)",
-              _press(lambda e: e.regenerate())),
-        Route("/mixer/crossfader", "f", "crossfader 0 (A) .. 1 (B)",
-              lambda e, a: e.set_param("crossfader", unit(a))),
-        Route("/mixer/master", "f", "master gain 0..1",
-              lambda e, a: e.set_param("master_gain", unit(a))),
-        Route("/mixer/keylock", "i|f", "1: the decks keep their pitch at any tempo, 0: vinyl",
-              lambda e, a: e.set_key_lock(switch(a))),
-        Route("/playlist/next", "-|f", "a set: skip the next track (on press)",
-              _press(lambda e: e.playlist_skip())),
-        Route("/playlist/load", "i|f", "a set: track N of the playlist (from 1) comes next",
-              lambda e, a: e.playlist_choose(int(number(a)))),
-    ]
-    for deck in ("a", "b"):
-        table += [
-            Route(f"/deck/{deck}/play", "i|f", "1 plays, 0 pauses",
-                  lambda e, a, d=deck: e.play(d, switch(a))),
-            Route(f"/deck/{deck}/cue", "-|f", "back to the first downbeat, stopped",
-                  _press(lambda e, d=deck: e.cue(d))),
-            Route(f"/deck/{deck}/sync", "-|f", "match the other deck's tempo and bar phase",
-                  _press(lambda e, d=deck: e.sync(d))),
-            Route(f"/deck/{deck}/seek", "f", "position in beats from the first downbeat",
-                  lambda e, a, d=deck: e.seek(d, number(a))),
-            Route(f"/deck/{deck}/tempo", "f", "tempo fader 0..1 = -8 %..+8 % (0.5: the track's)",
-                  lambda e, a, d=deck: e.tempo(d, 1.0 + 0.16 * (unit(a) - 0.5))),
-            Route(f"/deck/{deck}/load", "s", "load a track (file or stem folder path)",
-                  lambda e, a, d=deck: e.load(d, text(a))),
-            Route(f"/deck/{deck}/grid/shift", "f", "move the beat grid by beats (+: later), "
-                  "within ±4", lambda e, a, d=deck: e.grid_shift(d, number(a))),
-            Route(f"/deck/{deck}/grid/downbeat", "-|f", "the play position becomes a downbeat",
-                  _press(lambda e, d=deck: e.grid_downbeat(d))),
-            Route(f"/deck/{deck}/grid/half", "-|f", "half the grid's BPM (same anchor)",
-                  _press(lambda e, d=deck: e.grid_half(d))),
-            Route(f"/deck/{deck}/grid/double", "-|f", "double the grid's BPM (same anchor)",
-                  _press(lambda e, d=deck: e.grid_double(d))),
-            Route(f"/deck/{deck}/grid/tap", "-|f", "tap tempo: from the 4th tap the BPM of the "
-                  "taps, the last one a beat", _press(lambda e, d=deck: e.grid_tap(d))),
-        ]
-    table += [Route(f"/param/{name}", "f", "any of the 52 parameters, 0..1",
-                    lambda e, a, n=name: e.set_param(n, unit(a))) for name in PARAM_NAMES]
-    return {r.address: r for r in table}
-
-
-def address_table() -> str:
-    """The README's table of addresses (a test checks the README holds it): one row for both
-    decks' addresses and one for the parameters'."""
-    rows = ["| address | arguments | meaning |", "| --- | --- | --- |"]
-    seen = set()
-    for route in routes().values():
-        address = route.address.replace("/deck/a/", "/deck/{a,b}/")
-        if address.startswith("/deck/b/"):
-            continue
-        if address.startswith("/param/"):
-            address = "/param/<name>"
-        if address not in seen:
-            seen.add(address)
-            rows.append(f"| `{address}` | {route.types} | {route.meaning} |")
-    return "\n".join(rows)
-
-
 @dataclass
 class OSCStats:
     handled: int = 0
@@ -223,13 +94,11 @@ class OSCServer:
     stats: OSCStats = field(default_factory=OSCStats)
 
     def __post_init__(self) -> None:
-        if not ipaddress.ip_address(self.host).is_loopback and not self.allow:
-            raise ValueError(f"OSC on {self.host}: listening beyond this machine needs an "
-                             f"allow-list of client addresses")
+        check_listen(self.host, self.allow, "OSC")
         self.routes = routes()
         self._bad = RateLimitedLog(log, "bad OSC messages")
         self._transport: asyncio.DatagramTransport | None = None
-        self._last_sent: dict[str, Any] = {}
+        self._changes = Changes()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -252,7 +121,7 @@ class OSCServer:
             self._transport.close()
 
     def packet(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.allow and addr[0] not in self.allow:
+        if not allowed(addr[0], self.allow):
             self.stats.refused += 1
             self._bad.warn(f"OSC from {addr[0]} refused (not in the allow-list)")
             return
@@ -286,16 +155,12 @@ class OSCServer:
                 return
             if (addr[0], port) not in self.feedback:
                 self.feedback.append((addr[0], port))
-            self._last_sent.clear()
+            self._changes.forget()
             self.stats.handled += 1
             return
-        route = self.routes.get(address)
-        if route is None:
-            self._reject(address, "unknown address")
-            return
         try:
-            route.handle(self.engine, args)
-        except (BadMessage, ValueError, KeyError) as err:
+            dispatch(self.routes, self.engine, address, args)
+        except REFUSED as err:
             self._reject(address, err)
             return
         self.stats.handled += 1
@@ -308,10 +173,7 @@ class OSCServer:
         """Send the values in ``state`` that changed since the last call to every client."""
         if self._transport is None or not self.feedback:
             return
-        for address, value in state.items():
-            if self._last_sent.get(address) == value:
-                continue
-            self._last_sent[address] = value
+        for address, value in self._changes(state).items():
             builder = OscMessageBuilder(address)
             builder.add_arg(value)
             datagram = builder.build().dgram

@@ -19,6 +19,7 @@ from .ableton import AbletonTempo
 from .link import LinkFollower
 from .midi import MidiClockOut, MidiInput, matching
 from .osc import OSCServer
+from .web import WebServer
 
 MIDI_SCAN_SECONDS = 2.0  # hot-plug: how often the MIDI ports are looked for again
 MIDI_FEEDBACK_SECONDS = 0.1
@@ -36,6 +37,18 @@ async def osc_part(server: OSCServer, engine: Engine, output: AudioOutput
     finally:
         feedback.cancel()
         server.close()
+
+
+@asynccontextmanager
+async def web_part(server: WebServer, engine: Engine, output: AudioOutput
+                   ) -> AsyncIterator[WebServer]:
+    server.engine, server.output = engine, output
+    await server.start()
+    print(f"web view on {server.url}")
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 async def _midi_loop(midi: MidiInput, engine: Engine) -> None:

@@ -35,8 +35,9 @@ from engine.config import EngineConfig, Quantize
 from engine.core import neutral_frame
 from engine.engine import BEATS_PER_BAR, PARAM_INDEX, PARAM_NAMES
 
+from .commands import routes
 from .mapping import BARS_CHOICES
-from .osc import FEEDBACK_PORT, routes
+from .osc import FEEDBACK_PORT
 
 LAYOUT = Path(__file__).resolve().parents[1] / "presets" / "touchosc" / "automix.tosc"
 WIDTH, HEIGHT = 1024, 768  # points; TouchOSC scales the document to the screen

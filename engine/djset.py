@@ -23,6 +23,7 @@ from analysis.track import TrackSummary
 from .deck import Track
 from .engine import DECK_NAMES, Engine
 from .ordering import describe_step, smart_order
+from .playlist import is_stem_folder
 from .transition import next_start
 
 # Bars before the track on air ends where a performer who has not triggered is reminded.
@@ -177,6 +178,17 @@ class DjSet:
         self.queue.remove(index)
         self.queue.insert(0, index)
         self._say(f"next: {self.title(index)}")
+
+    def add(self, path: Path | str) -> None:
+        """A track at the end of the queue, analysed ahead like the rest."""
+        path = Path(path)
+        if not (path.is_file() or is_stem_folder(path)):
+            raise ValueError(f"{path}: no such track (a file or a folder of stems)")
+        self.paths.append(str(path))
+        index = len(self.paths) - 1
+        self.queue.append(index)
+        self._to_analyse.append(index)
+        self._say(f"queued {self.title(index)} as track {index + 1}")
 
     def browse(self, steps: int) -> None:
         self.selected = (self.selected + steps) % len(self.paths)

@@ -22,7 +22,7 @@ from analysis import grid_edits
 from analysis.beats import BEATS_PER_BAR, PHRASE_BARS, BeatGrid
 from analysis.track import TrackAnalysis, TrackSummary, analyze, track_hash
 from effects.levels import trim_for
-from effects.params import PARAM_INDEX, PARAM_NAMES
+from effects.params import PARAM_INDEX, PARAM_NAMES, PARAM_SPECS
 
 from . import core as c
 from .config import EngineConfig, Quantize
@@ -109,6 +109,7 @@ class Engine:
         self.playlist: DjSet | None = None  # the DJ set that drives the decks, if one does
         self.plan: Plan | None = None
         self.candidate = 0
+        self.scheduled: Scheduled | None = None  # the transition last triggered (a view shows it)
         self.quantize: Quantize = self.config.quantize
         self.bars = self.config.bars
         self.guidance = self.config.guidance
@@ -373,6 +374,7 @@ class Engine:
             self.messages.add(message)
 
     parameter_names = PARAM_NAMES
+    parameter_specs = PARAM_SPECS  # each parameter's deck, stem, kind, unit, neutral value
 
     def param_value(self, param: int | str) -> float:
         """A parameter's value in the frame last played."""
@@ -493,7 +495,9 @@ class Engine:
         take = Take.blank(transition.curves.shape[0], tuple(self.tracks),
                           self.checkpoint if transition.source == "model" else "") \
             if self.log is not None else None
-        self.core.send(c.Schedule(Scheduled(transition, out, start, 0.0, take)))
+        scheduled = Scheduled(transition, out, start, 0.0, take)
+        self.core.send(c.Schedule(scheduled))
+        self.scheduled = replace(scheduled, take=None)  # the take would keep its tracks alive
         where = "now" if start is None else (f"on bar {start // BEATS_PER_BAR + 1:.0f}, beat "
                                              f"{start % BEATS_PER_BAR + 1:.0f} of deck "
                                              f"{DECK_NAMES[out]}")
@@ -523,6 +527,10 @@ class Engine:
     def playlist_browse(self, steps: int) -> None:
         """Move the playlist's selection (a browse encoder) by ``steps`` tracks."""
         self._set().browse(int(steps))
+
+    def playlist_queue(self, path: Path | str) -> None:
+        """A track (a file or a stem folder) at the end of the set's queue."""
+        self._set().add(path)
 
     def playlist_load_selected(self) -> None:
         """The selected track comes next (a LOAD button)."""

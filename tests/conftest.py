@@ -85,6 +85,24 @@ def two_tracks():
             for s in (51, 52)]
 
 
+def stem_decks(folder, bars: int = 12) -> list:
+    """Two generated tracks at 128 BPM as stem folders (the analysis is then quick): A minor
+    (8A) and C minor (5A)."""
+    import soundfile as sf
+
+    from analysis.synth import render_track
+
+    decks = []
+    for name, seed, tonic in (("a", 31, 9), ("b", 32, 0)):
+        deck = folder / name
+        deck.mkdir()
+        track = render_track(seed=seed, bpm=128.0, tonic=tonic, mode="minor", bars=bars)
+        for stem, audio in zip(("drums", "bass", "vocals", "other"), track.stems):
+            sf.write(deck / f"{stem}.wav", audio.T, 44100)
+        decks.append(deck)
+    return decks
+
+
 def loaded_engine(tracks):
     """An engine (synchronous worker) with ``tracks`` on decks A and B."""
     from engine.config import EngineConfig

@@ -28,7 +28,9 @@ from hypothesis import strategies as st
 
 from controllers.mapping import MappingError, load_mapping
 from controllers.midi import MidiController, MidiInput
-from controllers.osc import MAX_CLIENTS, BadMessage, OSCServer, parse, routes
+from controllers.clients import MAX_CLIENTS
+from controllers.commands import BadMessage, routes
+from controllers.osc import OSCServer, parse
 from effects.params import PARAM_NAMES
 from engine.core import CONTROL_BLOCK
 from tests.conftest import loaded_engine, settle

@@ -17,6 +17,7 @@ from pythonosc.udp_client import SimpleUDPClient
 import main
 from analysis.synth import render_track
 from model.checkpoint import DEFAULT_CHECKPOINT
+from tests.conftest import stem_decks
 
 
 def test_synth_track_is_reproducible_with_exact_ground_truth():
@@ -78,19 +79,6 @@ def test_main_analyzes_a_file_and_reports_bad_input_in_one_line(tmp_path, capsys
     assert main.main(["--analyze", str(path), "--separator", "demucs",
                       "--demucs-weights", str(tmp_path / "none")]) == 1
     assert "htdemucs.json: no such file" in capsys.readouterr().err
-
-
-def stem_decks(folder, bars: int = 12) -> list:
-    """Two generated tracks at 128 BPM as stem folders (the analysis is then quick)."""
-    decks = []
-    for name, seed, tonic in (("a", 31, 9), ("b", 32, 0)):
-        deck = folder / name
-        deck.mkdir()
-        track = render_track(seed=seed, bpm=128.0, tonic=tonic, mode="minor", bars=bars)
-        for stem, audio in zip(("drums", "bass", "vocals", "other"), track.stems):
-            sf.write(deck / f"{stem}.wav", audio.T, 44100)
-        decks.append(deck)
-    return decks
 
 
 def test_main_live_on_jack_plays_records_and_transitions(tmp_path, capsys, monkeypatch,

@@ -255,7 +255,7 @@ def test_grid_addresses_edit_the_decks_grids_and_bad_values_are_refused(two_trac
 def test_the_readme_lists_every_address():
     from pathlib import Path
 
-    from controllers.osc import address_table
+    from controllers.commands import address_table
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert address_table() in readme, "README's OSC table is stale: paste address_table()"

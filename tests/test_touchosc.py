@@ -20,7 +20,8 @@ import pytest
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
-from controllers.osc import OSCServer, routes
+from controllers.commands import routes
+from controllers.osc import OSCServer
 from controllers.touchosc import LAYOUT, REGISTER, build, main, send, to_bytes, value
 from engine.config import EngineConfig
 from engine.engine import Engine
