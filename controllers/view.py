@@ -123,7 +123,7 @@ def state(engine: Engine, output: AudioOutput | None) -> dict[str, Any]:
     values["/transition/taken"] = list(s.taken_over)
     values["/transition/quantize"] = engine.quantize
     values["/transition/guidance"] = engine.guidance
-    values["/mixer/frame"] = [round(float(v), 3) for v in engine.core.frame]
+    values["/mixer/frame"] = np.round(engine.core.frame.astype(np.float64), 3).tolist()
     values["/engine/model"] = engine.model_note
     if engine.playlist is not None:
         values["/playlist/queue"] = engine.playlist.queue_view()

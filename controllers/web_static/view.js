@@ -11,7 +11,7 @@ const DECK_COLOURS = ["#ffb347", "#4fd1ff"];
 const BACKGROUND = "#0b0d12";
 const PLAYHEAD_AT = 0.3;  // of the zoomed view's width: more of what is coming than of what went
 const TILE = 512;  // CSS pixels of the zoomed waveform drawn at once, then copied as it scrolls
-const FRAME_MS = 1000 / 30;  // the canvases are drawn 30 times a second: smooth, and cheap
+const FRAME_MS = 1000 / 25;  // the canvases are drawn 25 times a second at most
 const FEEDBACK_GAP_MS = 250;  // a playhead moves on by itself between messages, this long at most
 const BARS = [2, 4, 8, 16, 32];
 const QUANTIZE = ["off", "beat", "bar", "phrase"];
@@ -409,7 +409,7 @@ function drawCurves(canvas, transition, progress) {
   // holds, at the values the hand plays.
   const frame = view.state["/mixer/frame"] ?? [], taken = view.state["/transition/taken"] ?? [];
   if (unchanged(canvas, canvas.clientWidth, canvas.clientHeight, transition,
-    progress === undefined ? -1 : Math.round(progress * canvas.clientWidth / 2),  // 2 px steps
+    progress === undefined ? -1 : Math.round(progress * canvas.clientWidth / 4),  // 4 px steps
     taken.map((name) => frame[view.hello.params.indexOf(name)]).join())) return;
   const { ctx, w, h } = fit(canvas);
   ctx.drawImage(curvesImage(transition, w, h), 0, 0, w, h);
@@ -649,7 +649,7 @@ function renderTransition() {
     : `${phase}${st["/transition/held"] ? " (held)" : ""}: ${"AB"[out]} → ${"AB"[1 - out]}, `
       + `bar ${(progress / bpb).toFixed(1)} of ${(length / bpb).toFixed(0)}`;
   setText(phaseBox.querySelector(".label"), label);
-  const done = `${length ? (100 * progress / length).toFixed(1) : 0}%`, bar = phaseBox.querySelector(".bar span");
+  const done = `${length ? Math.round(100 * progress / length) : 0}%`, bar = phaseBox.querySelector(".bar span");
   if (bar.style.width !== done) bar.style.width = done;
   const running = document.getElementById("running");
   setHidden(running, phase === "idle" || !view.running);
