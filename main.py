@@ -43,8 +43,8 @@ from controllers.link import LinkFollower, LinkUnavailable  # noqa: E402
 from controllers.mapping import load_mapping, preset_for  # noqa: E402
 from controllers.midi import MidiController, MidiInput  # noqa: E402
 from controllers.osc import DEFAULT_PORT, FEEDBACK_PORT, OSCServer  # noqa: E402
-from controllers.parts import (ableton_part, clock_part, link_part, midi_part, osc_part,  # noqa: E402
-                               web_part)
+from controllers.parts import (ableton_part, clock_part, link_part, midi_part,  # noqa: E402
+                               osc_part, web_part)
 from controllers.web import DEFAULT_PORT as WEB_PORT, WebServer  # noqa: E402
 from effects.params import PARAM_NAMES  # noqa: E402
 from engine.backends import AudioDeviceError, output_devices, unwritable  # noqa: E402

@@ -4,12 +4,13 @@
 
 ``main.py`` plays the demo (its two generated tracks, the rule-based policy, the transition it
 triggers by itself at bar 9) through a PortAudio stream on a JACK server with the dummy driver
-at 256 frames, once with ``--web`` and headless Chromium showing the page, once without; each
-round runs both. xruns are counted over ``--seconds`` of music from a second after deck A starts
-(as bench/controllers.py counts them: starting, which loads the decks and opens the stream, is
-left out); the page is connected before the count starts and stays to its end, drawing both
-decks, the candidates and, from bar 10, the running transition. Reported per case: xruns
-(median of the rounds, and each round's), the callback's load (median and p99 of its last
+at 256 frames: without ``--web``; with it and a WebSocket client that reads every message and
+draws nothing (the server's cost alone); with it and headless Chromium showing the page. Each
+round runs all three. xruns are counted over ``--seconds`` of music from a second after deck A
+starts (as bench/controllers.py counts them: starting, which loads the decks and opens the
+stream, is left out); the page is connected before the count starts and stays to its end,
+drawing both decks, the candidates and, from bar 10, the running transition. Reported per case:
+xruns (median of the rounds, and each round's), the callback's load (median and p99 of its last
 4,096 calls, from main.py's status line), the CPU time of main.py with its worker and of
 Chromium with its driver (seconds of CPU per second), and what the page received (kB/s).
 ``--screenshot`` saves the page while the transition runs (first round). The last line is JSON.
@@ -87,16 +88,37 @@ def stop(live: LiveMain) -> None:
         print(f"main.py did not exit on Ctrl-C:\n{live.tail(8000)}", file=sys.stderr)
 
 
-def session(device: int, seconds: float, page: bool, screenshot: Path | None) -> dict:
-    """One run of main.py; with ``page``, Chromium shows its web view throughout."""
+# The server's side alone: a WebSocket client in a process of its own that reads every message
+# and draws nothing.
+READER = """
+import asyncio, sys, aiohttp
+async def read():
+    async with aiohttp.ClientSession() as session, session.ws_connect(sys.argv[1] + "ws") as ws:
+        async for _ in ws:
+            pass
+asyncio.run(read())
+"""
+CASES = ("without", "reader", "with page")
+
+
+def session(device: int, seconds: float, case: str, screenshot: Path | None) -> dict:
+    """One run of main.py: without --web, with a reader of its feedback, or with Chromium
+    showing its web view throughout."""
     # --no-log: a benchmark's transitions are no performer's examples.
     args = ["--checkpoint", "none", "--no-log", "--device", str(device)] + (
-        ["--web", "0"] if page else [])
+        ["--web", "0"] if case != "without" else [])
     with LiveMain(args, {"PYTHONFAULTHANDLER": "1"}) as live:
-        if page:
+        if case == "with page":
             with chromium() as browser:
                 browser.get(live.web_url(120))
                 return _count(live, seconds, browser, screenshot)
+        if case == "reader":
+            reader = subprocess.Popen([sys.executable, "-c", READER, live.web_url(120)])
+            try:
+                return _count(live, seconds, None, None)
+            finally:
+                reader.kill()
+                reader.wait()
         return _count(live, seconds, None, None)
 
 
@@ -137,13 +159,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="music counted per run")
     parser.add_argument("--screenshot", type=Path, help="PNG of the page mid-transition")
     args = parser.parse_args()
-    runs: dict[str, list[dict]] = {"without": [], "with page": []}
+    runs: dict[str, list[dict]] = {case: [] for case in CASES}
     with dummy_jack(44100, 256) as device:
         for k in range(args.rounds):
             for case in runs:
-                page = case == "with page"
-                result = session(device, args.seconds, page, args.screenshot if page and k == 0
-                                 else None)
+                result = session(device, args.seconds, case,
+                                 args.screenshot if case == "with page" and k == 0 else None)
                 runs[case].append(result)
                 print(f"round {k + 1}, {case}: {result}", flush=True)
     summary = {}

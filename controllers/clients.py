@@ -31,7 +31,8 @@ class Changes:
         self._last: dict[str, Any] = {}
 
     def __call__(self, state: dict[str, Any]) -> dict[str, Any]:
-        changed = {key: value for key, value in state.items() if self._last.get(key, _UNSENT) != value}
+        changed = {key: value for key, value in state.items()
+                   if self._last.get(key, _UNSENT) != value}
         self._last.update(changed)
         return changed
 

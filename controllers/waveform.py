@@ -2,9 +2,10 @@
 value, made once per track in a thread beside the loop (never in the audio callback).
 
 At 50 points a second a five-minute track is 15,000 points: 120 kB for four stems' peaks and
-RMS, which the page pools into its overview and draws its zoomed view from (8 s across 1,200
-pixels is about 3 pixels a point). Values are on a square-root scale of the amplitude, so quiet
-passages keep some resolution in a byte (-40 dBFS is 25 of 255 rather than 3).
+RMS, which the page pools into its overview and draws its zoomed view from (12 s across 1,400
+pixels, its default, is about 2 pixels a point). Values are on a square-root scale of the
+amplitude, so quiet passages keep some resolution in a byte (-40 dBFS is 25 of 255 rather
+than 3).
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ const STEM_COLOURS = { drums: "#ff8c42", bass: "#ff3f6c", vocals: "#3ec9ff", oth
 const GLOBAL_COLOURS = ["#ffffff", "#b48cff", "#ffd84a", "#7a8499"];
 const SECTION_COLOURS = { intro: "#35507a", verse: "#2e6f5c", drop: "#8c3347", bridge: "#7a6330",
                           outro: "#55407a" };
-const DECK_COLOURS = ["#ffb347", "#4fd1ff"];
 const BACKGROUND = "#0b0d12";
 const PLAYHEAD_AT = 0.3;  // of the zoomed view's width: more of what is coming than of what went
 const TILE = 512;  // CSS pixels of the zoomed waveform drawn at once, then copied as it scrolls
