@@ -170,8 +170,7 @@ def cached_summary(path: Path | str, sample_rate: int = 44100,
         return None
     try:
         bpm, _, duration, confidence, _ = arrays["grid"]
-        sections = tuple((str(label), float(a), float(b)) for label, (a, b)
-                         in zip(arrays["section_labels"], arrays["section_bounds"]))
+        sections = _sections(arrays)
         return TrackSummary(str(path), float(bpm), int(arrays["key_index"]),
                             float(arrays["loudness_lufs"]), float(duration), sections,
                             float(confidence))
@@ -209,6 +208,12 @@ def _to_arrays(result: TrackAnalysis) -> dict[str, np.ndarray]:
             "section_labels": np.array(labels), "section_bounds": np.array([starts, ends]).T}
 
 
+def _sections(arrays: dict[str, np.ndarray]) -> tuple[tuple[str, float, float], ...]:
+    """The sections of a cache entry (KeyError: an entry from an older layout)."""
+    return tuple((str(label), float(a), float(b)) for label, (a, b)
+                 in zip(arrays["section_labels"], arrays["section_bounds"]))
+
+
 def _from_cache(cache: AnalysisCache, digest: str, source: str,
                 sample_rate: int) -> TrackAnalysis | None:
     arrays = cache.load(digest)
@@ -220,8 +225,7 @@ def _from_cache(cache: AnalysisCache, digest: str, source: str,
         values["start_beat"] = int(values["start_beat"])
         features = TrackFeatures(**values)
         bpm, first, duration, confidence, unfolded = arrays["grid"]
-        sections = tuple((str(label), float(a), float(b)) for label, (a, b)
-                         in zip(arrays["section_labels"], arrays["section_bounds"]))
+        sections = _sections(arrays)
         key_index = int(arrays["key_index"])
         loudness = float(arrays["loudness_lufs"])
     except (KeyError, ValueError):
