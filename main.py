@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import functools
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -324,4 +325,7 @@ def run_session(config: EngineConfig, deck_a: Path | None, deck_b: Path | None,
 
 
 if __name__ == "__main__":
+    # A shell starts background jobs with SIGINT ignored, and Python keeps that; SIGINT (Ctrl-C)
+    # is how a live session stops with its recording and log closed, whoever started it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())

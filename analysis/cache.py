@@ -85,8 +85,7 @@ class AnalysisCache:
         path = self.audio_entry(digest)
         try:
             with sf.SoundFile(path) as f:
-                scale = float(f.comment or 1.0)
-                return np.ascontiguousarray(f.read(dtype="float32", always_2d=True).T) * scale
+                return _read_planar(f, float(f.comment or 1.0))
         except FileNotFoundError:
             return None
         except (sf.LibsndfileError, RuntimeError, ValueError):
@@ -104,3 +103,25 @@ class AnalysisCache:
             Path(tmp).unlink(missing_ok=True)
             raise
         return path
+
+
+def _read_planar(f: sf.SoundFile, scale: float) -> np.ndarray:
+    """``f`` as float32 [channels, samples] times ``scale``, decoded in blocks into the one
+    array: a track's stems are 400 MB or more, and reading them whole, transposing and scaling
+    made three such arrays (fresh memory, costly where a virtual machine returns freed pages to
+    its host, where it made the audio late while a deck loaded: bench/engine.py --load)."""
+    out = np.empty((f.channels, f.frames), dtype=np.float32)
+    block = np.empty((1 << 16, f.channels), dtype=np.float32)
+    done = 0
+    while done < f.frames:
+        n = len(f.read(out=block))
+        if n == 0:
+            break
+        out[:, done:done + n] = block[:n].T
+        done += n
+    if done < f.frames:
+        raise ValueError(f"{f.name}: {done} of {f.frames} frames decoded")
+    if scale != 1.0:
+        out *= np.float32(scale)
+    return out
+

@@ -17,7 +17,8 @@ again, so the music never stops):
 5. ``--load``: ``main.py --deck-a A --deck-b B --key-lock`` live, as a user starts it, with two
    real tracks of the corpus (bench/real_corpus.py, 3-5 minutes) and an empty analysis cache:
    xruns while deck A plays and deck B is analysed, read, planned and stretched
-   (``xruns_during_load``), and in as long a stretch after it (``xruns_after_load``).
+   (``xruns_during_load``), and in as long a stretch after it (``xruns_after_load``); each
+   run's line says when the xruns came (seconds after deck A started) and in which phase.
    ``--hugepages-ab`` runs each as a pair, with numpy's transparent huge pages and without.
 
 Callback time is a share of the block's duration (median, p99, max). The last line is JSON.
@@ -165,13 +166,17 @@ def load_run(device: int, a: Path, b: Path, after: float = 30.0,
         command = [sys.executable, "main.py", "--deck-a", str(a), "--deck-b", str(b),
                    "--device", str(device), "--key-lock", "--seconds", "600"]
         marks: dict[str, tuple[float, int]] = {}
-        xruns, t0 = 0, time.monotonic()
+        xruns, t0, when = 0, time.monotonic(), []
         with subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) as live:
             for line in live.stdout:  # text mode: the status line's returns end lines too
                 now = time.monotonic() - t0
-                if found := XRUNS.search(line):
+                if (found := XRUNS.search(line)) and int(found.group(1)) > xruns:
+                    if "A" in marks:
+                        when.append(f"{now - marks['A'][0]:.1f} s {load_phase(marks, line)}"
+                                    + (f" x{int(found.group(1)) - xruns}"
+                                       if int(found.group(1)) - xruns > 1 else ""))
                     xruns = int(found.group(1))
                 if found := LOADED.match(line.strip()):
                     marks.setdefault(found.group(1), (now, xruns))
@@ -185,7 +190,16 @@ def load_run(device: int, a: Path, b: Path, after: float = 30.0,
             live.communicate(timeout=30)
     (t_a, x_a), (t_ready, x_ready) = marks["A"], marks["ready"]
     return {"load_seconds": round(t_ready - t_a, 1), "xruns_during_load": x_ready - x_a,
-            "xruns_after_load": xruns - x_ready, "after_seconds": after}
+            "xruns_after_load": xruns - x_ready, "after_seconds": after, "xruns_at": when}
+
+
+def load_phase(marks: dict[str, tuple[float, int]], status: str) -> str:
+    """What deck B's load was doing at a status line."""
+    if "ready" in marks:
+        return "(after)"
+    if "B" not in marks:
+        return "(B analysed, read)"
+    return "(B stretched)" if "stretching" in status else "(B planned)"
 
 
 def load_runs(runs: int, hugepages_ab: bool = False) -> None:
@@ -204,7 +218,8 @@ def load_runs(runs: int, hugepages_ab: bool = False) -> None:
                 results[name].append(load_run(device, a, b, env_extra=env))
                 print(f"{name or 'main.py'}: {a.name} playing while {b.name} loads: "
                       f"{results[name][-1]}", flush=True)
-    print(json.dumps({name or "main.py": {key: [r[key] for r in rows] for key in rows[0]}
+    print(json.dumps({name or "main.py": {key: [r[key] for r in rows] for key in rows[0]
+                                          if key != "xruns_at"}
                       for name, rows in results.items()}))
 
 

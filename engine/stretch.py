@@ -12,13 +12,14 @@ against audiotsm and librosa, and the GIL measurement: bench/keylock.py.
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import python_stretch as ps
@@ -34,26 +35,32 @@ def check_factor(factor: float) -> float:
     return factor
 
 
-def stretch_stems(stems: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
-    """stems float32 [S, channels, N] played ``factor`` times faster at the same pitch:
-    [S, channels, about N / factor]. Deterministic (a fixed seed)."""
+def stretched(stems: np.ndarray, factor: float, sample_rate: int) -> Iterator[np.ndarray]:
+    """Each stem of ``stems`` (float32 [S, channels, N]) played ``factor`` times faster at the
+    same pitch, one at a time: [channels, about N / factor]. Deterministic (a fixed seed)."""
     factor = check_factor(factor)
-    out = None
-    for s in range(stems.shape[0]):
+    for stem in stems:
         stretch = ps.Signalsmith.Stretch(0)
         stretch.preset(stems.shape[1], float(sample_rate))
         stretch.timeFactor = factor
         # A writable copy: the binding refuses read-only arrays (a memory map opened for reading).
-        y = stretch.process(np.array(stems[s], dtype=np.float32))
+        yield np.ascontiguousarray(stretch.process(np.array(stem, dtype=np.float32)),
+                                   dtype=np.float32)
+
+
+def stretch_stems(stems: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
+    """All of ``stretched`` as one array [S, channels, about N / factor]."""
+    out = None
+    for s, stem in enumerate(stretched(stems, factor, sample_rate)):
         if out is None:
-            out = np.empty((stems.shape[0], *y.shape), dtype=np.float32)
-        out[s] = y
+            out = np.empty((stems.shape[0], *stem.shape), dtype=np.float32)
+        out[s] = stem
     return out
 
 
 def _scratch_dir(nbytes: int) -> str | None:
     """Memory-backed /dev/shm when it has room for both copies (containers often give it 64 MB),
-    else the temp folder (None)."""
+    else the temp folder (None). From /dev/shm the copy is played where it lies (``_mapped``)."""
     try:
         return "/dev/shm" if shutil.disk_usage("/dev/shm").free > 3 * nbytes else None
     except OSError:
@@ -92,8 +99,9 @@ class StretchJob:
             done(self, result)
 
     def _stretch(self, stems: np.ndarray, sample_rate: int) -> np.ndarray | None:
-        with tempfile.TemporaryDirectory(prefix="automix-keylock-",
-                                         dir=_scratch_dir(stems.nbytes)) as tmp:
+        scratch = _scratch_dir(stems.nbytes)
+        in_memory = scratch is not None
+        with tempfile.TemporaryDirectory(prefix="automix-keylock-", dir=scratch) as tmp:
             src, dst = os.path.join(tmp, "in.f32"), os.path.join(tmp, "out.f32")
             np.memmap(src, np.float32, "w+", shape=stems.shape)[:] = stems
             with self._lock:
@@ -112,9 +120,25 @@ class StretchJob:
                 raise RuntimeError(f"time-stretch to {self.factor:.4f}x failed: {why}")
             per_sample = stems.shape[0] * stems.shape[1] * 4
             shape = (*stems.shape[:2], os.path.getsize(dst) // per_sample)
+            if in_memory:
+                return _mapped(dst, shape)
             out = np.empty(shape, dtype=np.float32)
             out[:] = np.memmap(dst, np.float32, "r", shape=shape)
             return out
+
+
+def _mapped(path: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The float32 stems in ``path`` (memory-backed) as an array over the file's own pages: no
+    copy, and no fresh memory for the process to fault in and clear (where fresh memory is
+    costly, a virtual machine's, that made the callback late while a copy came back). The pages
+    stay when the file is deleted, until the array goes. Shared and writable, because the deck's
+    reader is compiled for writable arrays; nothing writes to it. Read once here (a strided
+    read, without the GIL) so that the callback does not fault the pages in."""
+    with open(path, "r+b") as file:
+        pages = mmap.mmap(file.fileno(), 0)
+    stems = np.frombuffer(pages, np.float32).reshape(shape)
+    stems.reshape(-1)[::mmap.PAGESIZE // 4].max()
+    return stems
 
 
 def main(argv: list[str]) -> int:
@@ -122,7 +146,9 @@ def main(argv: list[str]) -> int:
     stretches the raw float32 stems in SRC into DST."""
     src, dst, n_stems, channels, samples, factor, rate = argv
     stems = np.memmap(src, np.float32, "r", shape=(int(n_stems), int(channels), int(samples)))
-    stretch_stems(stems, float(factor), int(rate)).tofile(dst)
+    with open(dst, "wb") as out:  # stem by stem: [S, channels, N] in order, one stem in memory
+        for stem in stretched(stems, float(factor), int(rate)):
+            stem.tofile(out)
     return 0
 
 

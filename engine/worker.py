@@ -161,13 +161,24 @@ def feature_window(f: AnalysisFeatures, beat: float, frames: int) -> AnalysisFea
         start_beat=int(round(beat)))
 
 
+PARENT_CHECK_SECONDS = 1.0
+
+
 def _serve(requests, results, checkpoint: str | None, device: str | None,
            threads: int | None) -> None:
     generator = Generator(checkpoint, device, threads)
     results.put(Result(-1, error=generator.why_not,
                        extra={"note": generator.note, "checkpoint": generator.checkpoint}))
+    parent = mp.parent_process()  # None in a thread
     while True:
-        request = requests.get()
+        try:
+            request = requests.get(timeout=PARENT_CHECK_SECONDS)
+        except queue.Empty:
+            # An engine killed (SIGKILL, OOM) never sends the None: without this check the
+            # worker would live on with its model, alone.
+            if parent is not None and not parent.is_alive():
+                return
+            continue
         if request is None:
             return
         results.put(generator.handle(request))

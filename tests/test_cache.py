@@ -66,3 +66,8 @@ def test_audio_is_stored_beside_the_result_within_16_bit_precision(tmp_path):
     assert np.max(np.abs(back - audio)) < np.max(np.abs(audio)) * 2.0**-14
     cache.audio_entry("bb" * 32).write_bytes(b"fLaC but broken")
     assert cache.load_audio("bb" * 32) is None and not cache.audio_entry("bb" * 32).exists()
+    # Cut short (a disk filled while it was written): a miss, not a shorter track.
+    cache.save_audio("cc" * 32, audio, 44100)
+    whole = cache.audio_entry("cc" * 32).read_bytes()
+    cache.audio_entry("cc" * 32).write_bytes(whole[:len(whole) // 2])
+    assert cache.load_audio("cc" * 32) is None and not cache.audio_entry("cc" * 32).exists()

@@ -3,9 +3,13 @@ run through a real PortAudio stream on a JACK server with the dummy driver."""
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -265,6 +269,36 @@ def test_the_worker_process_reports_bad_tracks_and_falls_back_to_the_policy(deck
     assert "bad.wav" in analysed.error
     assert len(generated.transitions) == 2 and generated.transitions[0].source == "policy"
     assert generated.transitions[0].curves.shape == (128, 52)
+
+
+def test_the_worker_process_goes_when_the_engine_is_killed(tmp_path):
+    """SIGKILL (or the OOM killer) gives the engine no time to stop its worker: the worker
+    notices that its parent is gone and exits instead of living on alone with its model."""
+    engine = subprocess.Popen(
+        [sys.executable, "-c", "import time\n"
+         "from engine.worker import GenerationWorker\n"
+         f"worker = GenerationWorker('process', checkpoint={str(tmp_path / 'none')!r})\n"
+         "worker.start()\n"
+         "while not worker.poll():\n"
+         "    time.sleep(0.05)\n"
+         "print('started', flush=True)\n"
+         "time.sleep(600)"],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+    assert engine.stdout.readline().strip() == "started"
+    children = Path(f"/proc/{engine.pid}/task/{engine.pid}/children")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (pids := children.read_text().split()):
+        time.sleep(0.1)
+    assert pids
+    engine.kill()
+    engine.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.1)
+    alive = [p for p in pids if Path(f"/proc/{p}").exists()]
+    for p in alive:
+        os.kill(int(p), signal.SIGKILL)
+    assert not alive, "the worker outlived its engine"
 
 
 def test_live_through_jack_plays_what_the_offline_renderer_plays(decks, jack_server, tmp_path):

@@ -102,7 +102,8 @@ def test_main_live_on_jack_plays_records_and_transitions(tmp_path, capsys, monke
 def test_ctrl_c_leaves_a_complete_recording_of_what_was_played(tmp_path, jack_server):
     """A live run with --record, interrupted as a user would (SIGINT, Ctrl-C in a terminal)
     while deck A plays: it exits cleanly and the file is a valid WAV that holds every frame
-    played, the music included up to the interrupt."""
+    played, the music included up to the interrupt. Started as a shell starts a job in the
+    background, with SIGINT ignored: main.py takes Ctrl-C back."""
     decks = stem_decks(tmp_path)
     record = tmp_path / "live.wav"
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
@@ -111,7 +112,8 @@ def test_ctrl_c_leaves_a_complete_recording_of_what_was_played(tmp_path, jack_se
          "--device", str(jack_server), "--record", str(record), "--checkpoint", "none",
          "--seconds", "90"],
         cwd=Path(main.__file__).parent, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: chunks.extend(
         iter(lambda: os.read(proc.stdout.fileno(), 4096), b"")))

@@ -23,12 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 WEB_URL = re.compile(r"web view on (http://\S+)")
 
 
-def _ctrl_c_stops() -> None:
-    """In the child before it starts: Ctrl-C stops it, also when whatever started us ignores
-    SIGINT (as a shell does for a job in the background), which a child would inherit."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 class LiveMain:
     """``main.py ARGS`` with a thread collecting what it prints (a status line ends in a
     carriage return, so the output is kept as text, not lines)."""
@@ -37,8 +31,7 @@ class LiveMain:
         self.process = subprocess.Popen(
             [sys.executable, "main.py", *args], cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            preexec_fn=_ctrl_c_stops)
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._chunks: list[bytes] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
