@@ -89,10 +89,29 @@ def stem_mels(stems: np.ndarray, sample_rate: int, times: np.ndarray) -> np.ndar
             + 1.0).astype(np.float32)
 
 
+# Samples per block of frame_rms: its float64 temporaries stay a few MB.
+RMS_BLOCK = 1 << 18
+
+
 def frame_rms(audio: np.ndarray, sample_rate: int, times: np.ndarray) -> np.ndarray:
-    """RMS per frame of [..., channels, samples] audio -> [..., T]."""
-    power = np.mean(np.asarray(audio, dtype=np.float64) ** 2, axis=-2)
-    return np.sqrt(_per_frame(power, times, sample_rate)).astype(np.float32)
+    """RMS per frame of [..., channels, samples] audio -> [..., T].
+
+    In blocks: a track's stems squared in float64 at once were gigabytes of fresh memory, whose
+    faulting in made the audio callback late where memory is costly (a virtual machine's) while
+    a track loaded (bench/engine.py --load)."""
+    n = audio.shape[-1]
+    edges = np.clip(np.round(times * sample_rate).astype(int), 0, n)
+    sums = np.zeros(audio.shape[:-2] + edges.shape)  # power summed up to each edge
+    before = np.zeros(audio.shape[:-2])
+    for start in range(0, n, RMS_BLOCK):
+        stop = min(start + RMS_BLOCK, n)
+        running = before[..., None] + np.cumsum(
+            np.mean(np.square(audio[..., start:stop], dtype=np.float64), axis=-2), axis=-1)
+        inside = (edges > start) & (edges <= stop)
+        sums[..., inside] = running[..., edges[inside] - start - 1]
+        before = running[..., -1]
+    counts = np.maximum(np.diff(edges), 1)
+    return np.sqrt((sums[..., 1:] - sums[..., :-1]) / counts).astype(np.float32)
 
 
 def segment(stems: np.ndarray, sample_rate: int, grid: BeatGrid,
