@@ -62,9 +62,9 @@ def tracks() -> tuple[Track, Track]:
 
 
 def request(a: Track, b: Track, serial: int, bars: int = 4) -> GenerateRequest:
-    return GenerateRequest(serial, a.analysis.features, b.analysis.features, 0.0, 0.0, bars,
-                           a.analysis.key_index, b.analysis.key_index, n_samples=3, steps=25,
-                           seed=serial)
+    return GenerateRequest.between(serial, a.analysis.features, 0.0, b.analysis.features, 0.0,
+                                   bars, key_a=a.analysis.key_index, key_b=b.analysis.key_index,
+                                   n_samples=3, steps=25, seed=serial)
 
 
 def live_run(device: int, decks: tuple[Track, Track], worker: GenerationWorker, block: int,

@@ -441,17 +441,20 @@ class Engine:
             a_beat = float(np.floor(self.core.status.beats[out] / phrase + 1) * phrase)
         start_bar = int(a_beat // BEATS_PER_BAR)
         request = dict(
-            a=a.analysis.features, b=b.analysis.features, a_beat=a_beat, b_beat=0.0,
-            bars=self.bars, key_a=a.analysis.key_index, key_b=b.analysis.key_index,
+            key_a=a.analysis.key_index, key_b=b.analysis.key_index,
             vocals_a=bool(a.vocal_bars[start_bar:start_bar + self.bars].any()),
             vocals_b=bool(b.vocal_bars[:self.bars].any()),
             n_samples=self.config.candidates, guidance=self.guidance, steps=self.config.steps,
             seed=self._seed)
         self.plan = Plan(out, a_beat, 0.0, self.bars)
+
+        def make(serial: int) -> GenerateRequest:
+            return GenerateRequest.between(serial, a.analysis.features, a_beat,
+                                           b.analysis.features, 0.0, self.bars, **request)
         if self.worker is None:
-            self._take_plan(self._generator.handle(GenerateRequest(0, **request)))
+            self._take_plan(self._generator.handle(make(0)))
         else:
-            self.plan.serial = self.worker.submit(lambda s: GenerateRequest(s, **request))
+            self.plan.serial = self.worker.submit(make)
 
     def _take_plan(self, result: Result) -> None:
         if self.plan is None or result.serial != self.plan.serial:
@@ -478,9 +481,9 @@ class Engine:
         else:
             # Nothing sampled yet for this deck and length: the policy now, never a wait.
             a, b = self.tracks[out].analysis, self.tracks[inc].analysis
-            transition = policy_transitions(GenerateRequest(
-                0, a.features, b.features, 0.0, 0.0, self.bars, a.key_index, b.key_index,
-                n_samples=1, seed=self._seed))[0]
+            transition = policy_transitions(GenerateRequest.between(
+                0, a.features, 0.0, b.features, 0.0, self.bars, key_a=a.key_index,
+                key_b=b.key_index, n_samples=1, seed=self._seed))[0]
             how = "policy (no candidates ready)"
         if start is None:
             start = next_start(status.beats[out], self.quantize)

@@ -10,6 +10,7 @@ after the audio has stopped.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import time
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -197,6 +198,17 @@ def say(text: str, stream: TextIO | None = None) -> None:
     print(f"\r{text:<120}", file=stream)
 
 
+def fit(line: str, width: int) -> str:
+    """The status line in ``width`` characters, cut before its end: the callback's load and
+    xruns there are the engine's health, and always show."""
+    if len(line) <= width:
+        return line
+    head, sep, health = line.rpartition(" | load ")
+    if not sep:
+        head, sep, health = line.rpartition(" | xruns ")
+    return head[:max(0, width - len(sep + health) - 1)] + "~" + sep + health
+
+
 def _keys(stack: AsyncExitStack) -> asyncio.Queue[str]:
     """Lines typed in the terminal (none when stdin is not one)."""
     lines: asyncio.Queue[str] = asyncio.Queue()
@@ -275,7 +287,9 @@ async def _play(engine: Engine, output: AudioOutput, keys: asyncio.Queue[str],
                 and engine.core.status.beats[0] >= (options.auto_trigger - 1) * BEATS_PER_BAR:
             say(engine.trigger())
             auto_done = True
-        sys.stdout.write("\r" + engine.status_line(output.load_percentiles(), output.xruns)[:160])
+        width = shutil.get_terminal_size((161, 24)).columns - 1  # a full line would wrap
+        sys.stdout.write("\r" + fit(engine.status_line(output.load_percentiles(), output.xruns),
+                                    width))
         sys.stdout.flush()
         if output.finished:
             print("\nerror: the audio device stopped", file=sys.stderr)

@@ -34,14 +34,14 @@ class AnalyzeRequest:
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """Sample ``n_samples`` transitions of ``bars`` bars from ``a`` (window from ``a_beat``) into
-    ``b`` (window from ``b_beat``)."""
+    """Sample ``n_samples`` transitions of ``bars`` bars from ``a`` into ``b``: the transition's
+    span on each deck (``between`` cuts them). Only the spans travel to the worker: a whole
+    track's features are megabytes, and pickling them held the GIL long enough for the audio
+    callback to miss its deadline when a deck loaded (bench/engine.py --load)."""
 
     serial: int
     a: AnalysisFeatures
     b: AnalysisFeatures
-    a_beat: float
-    b_beat: float
     bars: int
     key_a: int
     key_b: int
@@ -52,6 +52,15 @@ class GenerateRequest:
     guidance: float = 2.0
     steps: int = 25
     seed: int = 0
+
+    @classmethod
+    def between(cls, serial: int, a: AnalysisFeatures, a_beat: float, b: AnalysisFeatures,
+                b_beat: float, bars: int, **options) -> GenerateRequest:
+        """The request for ``bars`` bars from ``a_beat`` on the outgoing track's features ``a``
+        into ``b`` from ``b_beat`` (beats from each track's first downbeat)."""
+        frames = bars * 4 * FRAMES_PER_BEAT
+        return cls(serial, feature_window(a, a_beat, frames), feature_window(b, b_beat, frames),
+                   bars, **options)
 
 
 @dataclass(frozen=True)
@@ -118,9 +127,8 @@ class Generator:
         from model.conditioning import TrackFeatures
         from model.policy import END_FRAME
 
-        frames = r.bars * 4 * FRAMES_PER_BEAT
-        a = TrackFeatures.from_analysis([feature_window(r.a, r.a_beat, frames)])
-        b = TrackFeatures.from_analysis([feature_window(r.b, r.b_beat, frames)])
+        a = TrackFeatures.from_analysis([r.a])
+        b = TrackFeatures.from_analysis([r.b])
         curves = self.model.generate(a.to(self.device), b.to(self.device),
                                      guidance_scale=r.guidance, steps=r.steps, seed=r.seed,
                                      n_samples=r.n_samples,

@@ -255,8 +255,9 @@ def test_the_worker_process_reports_bad_tracks_and_falls_back_to_the_policy(deck
         bad = tmp_path / "bad.wav"
         bad.write_bytes(b"RIFF....WAVEjunk")
         worker.submit(lambda s: AnalyzeRequest(s, str(bad), SR))
-        worker.submit(lambda s: GenerateRequest(s, a.analysis.features, b.analysis.features,
-                                                0.0, 0.0, 4, 9, 0, n_samples=2))
+        worker.submit(lambda s: GenerateRequest.between(
+            s, a.analysis.features, 0.0, b.analysis.features, 0.0, 4, key_a=9, key_b=0,
+            n_samples=2))
         results = []
         deadline = time.monotonic() + 60
         while len(results) < 3 and time.monotonic() < deadline:

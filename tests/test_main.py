@@ -16,6 +16,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 import main
 from analysis.synth import render_track
+from engine.session import fit
 from model.checkpoint import DEFAULT_CHECKPOINT
 from tests.conftest import stem_decks
 
@@ -97,6 +98,20 @@ def test_main_live_on_jack_plays_records_and_transitions(tmp_path, capsys, monke
     played = int(out.split("recorded ")[1].split(" of ")[1].split(" frames")[0])
     assert sf.info(record).frames == played > 10 * 44100
     assert "dropped" not in out
+
+
+def test_the_status_line_fits_the_terminal_and_always_shows_load_and_xruns():
+    """Both decks with key lock make a line longer than most terminals: it is cut before the
+    engine's health, which a performer (and bench/engine.py) must always see."""
+    line = ("A: play bar  35.2 115.00 BPM  9A key lock | B: stop bar   0.2 119.99 BPM  3B key "
+            "lock +73ct, stretching | next: 16 bars, 3 candidates, cand 1 | load 4%/7% p99 | "
+            "xruns 12")
+    for width in (80, 120, 160):
+        shown = fit(line, width)
+        assert len(shown) == width and shown.startswith("A: play bar  35.2")
+        assert shown.endswith(" | load 4%/7% p99 | xruns 12")
+    assert fit(line, 200) == line
+    assert fit("A: empty | B: empty | xruns 3", 20).endswith(" | xruns 3")
 
 
 def test_ctrl_c_leaves_a_complete_recording_of_what_was_played(tmp_path, jack_server):
