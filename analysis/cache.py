@@ -124,4 +124,3 @@ def _read_planar(f: sf.SoundFile, scale: float) -> np.ndarray:
     if scale != 1.0:
         out *= np.float32(scale)
     return out
-

@@ -2,12 +2,18 @@
 
     .venv/bin/python bench/set.py --tracks 4       # the README's set: 4 real tracks
     .venv/bin/python bench/set.py --tracks 20      # the memory target: a 20-track set
+    .venv/bin/python bench/set.py --tracks 3 --live  # xruns of a set played live
 
 1. ``main.py --playlist SET.m3u --order smart --render set.wav`` in a child process, on the
    first N tracks of at least ``--min-minutes`` of the real corpus (bench/real_corpus.py; the analysis cache makes repeated
    runs quick): the tracklist, transitions finished, dropouts (half-second windows of silence
    between the first track's start and the end), render speed and the child's peak RSS
    (getrusage of the finished child: its largest resident set).
+   With ``--live`` instead: ``main.py --playlist SET.m3u --auto --key-lock`` played live through
+   a PortAudio stream on a JACK server with the dummy driver at 256 frames, with an empty
+   analysis cache (a first play: every track is analysed while the set plays), to the set's
+   end: xruns over the whole set, and when each came with what the engine had said last (a
+   track loaded on a deck, a transition started or finished).
 2. ``smart_order`` on 200 analysed tracks: the corpus's summaries, and copies of them with their
    tempo and key moved, timed (median of 3 runs).
 """
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import resource
 import subprocess
 import sys
@@ -60,6 +68,38 @@ def render_set(paths: list[Path], out: Path) -> dict:
             "tracklist": out.with_suffix(".txt").read_text(encoding="utf-8").splitlines()}
 
 
+def live_set(paths: list[Path], tmp: Path) -> dict:
+    from engine.jackserver import dummy_jack
+    from tests.flood_client import STATUS_XRUNS
+
+    m3u = tmp / "set.m3u"
+    m3u.write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
+    said, when, xruns = "", [], 0
+    with dummy_jack(44100, 256) as device:  # which names its server in our environment
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"), "PYTHONUNBUFFERED": "1"}
+        t0 = time.monotonic()
+        with subprocess.Popen([sys.executable, "main.py", "--playlist", str(m3u), "--auto",
+                               "--key-lock", "--device", str(device), "--no-log"], cwd=ROOT,
+                              env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) as live:
+            lines = []
+            for line in live.stdout:  # text mode: the status line's returns end lines too
+                lines.append(line)
+                if (found := STATUS_XRUNS.search(line)) is None:
+                    said = line.strip() or said
+                elif int(found.group(1)) > xruns:
+                    when.append(f"{time.monotonic() - t0:.0f} s x{int(found.group(1)) - xruns}"
+                                f" after: {said[:70]}")
+                    xruns = int(found.group(1))
+    played = re.search(r"played ([\d.]+) s: (\d+) xruns", "".join(lines))
+    if live.returncode != 0 or played is None:
+        raise SystemExit(f"main.py failed ({live.returncode}):\n{''.join(lines[-40:])}")
+    text = "".join(lines)
+    return {"tracks": len(paths), "played_seconds": float(played.group(1)),
+            "xruns": int(played.group(2)), "transitions_finished": text.count(
+                "transition finished"), "xruns_at": when}
+
+
 def order_timing(paths: list[Path], n: int = 200) -> dict:
     summaries = [s for s in (cached_summary(p) for p in paths) if s is not None]
     rng = np.random.default_rng(0)
@@ -80,6 +120,8 @@ def order_timing(paths: list[Path], n: int = 200) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=4)
+    parser.add_argument("--live", action="store_true",
+                        help="play the set live on a JACK dummy server and count xruns")
     parser.add_argument("--min-minutes", type=float, default=2.5,
                         help="the set's tracks: the corpus's first this long (short game loops "
                              "are not what a DJ plays)")
@@ -89,6 +131,9 @@ def main() -> None:
     paths = [t.path() for t in fetch()]
     long = [p for p in paths if sf.info(p).duration >= 60 * args.min_minutes]
     with tempfile.TemporaryDirectory() as tmp:
+        if args.live:
+            print(json.dumps(live_set(long[:args.tracks], Path(tmp))))
+            return
         result = render_set(long[:args.tracks], Path(tmp) / "set.wav")
     for line in result.pop("tracklist"):
         print(line)
