@@ -91,10 +91,10 @@ def live_set(paths: list[Path], tmp: Path) -> dict:
                     when.append(f"{time.monotonic() - t0:.0f} s x{int(found.group(1)) - xruns}"
                                 f" after: {said[:70]}")
                     xruns = int(found.group(1))
-    played = re.search(r"played ([\d.]+) s: (\d+) xruns", "".join(lines))
+    text = "".join(lines)
+    played = re.search(r"played ([\d.]+) s: (\d+) xruns", text)
     if live.returncode != 0 or played is None:
         raise SystemExit(f"main.py failed ({live.returncode}):\n{''.join(lines[-40:])}")
-    text = "".join(lines)
     return {"tracks": len(paths), "played_seconds": float(played.group(1)),
             "xruns": int(played.group(2)), "transitions_finished": text.count(
                 "transition finished"), "xruns_at": when}
