@@ -98,15 +98,8 @@ class DjSet:
         order = [p.index for p in self.played]
         order += [d for d in (self.decks[on_air], self.decks[1 - on_air]) if d is not None]
         order = list(dict.fromkeys(order + self.queue))
-        lines, prev = [], None
-        for n, i in enumerate(order, 1):
-            s = self.summaries.get(i)
-            what = f"{s.bpm:6.1f} BPM {s.camelot:>3}" if s else "  (not analysed yet)"
-            step = f"  [{describe_step(self.summaries[prev], s)}]" \
-                if s and prev in self.summaries else ""
-            lines.append(f"{n:3d}. {self.title(i)}  {what}{step}")
-            prev = i
-        return lines
+        return [f"{n:3d}. {self.title(i)}  {note or '(not analysed yet)'}"
+                for n, (i, note) in enumerate(zip(order, self._notes(order)), 1)]
 
     def starts(self, sample_rate: int, offset: int = 0) -> list[tuple[str, float]]:
         """Each played track's title and start, in seconds from the output's sample
@@ -115,15 +108,17 @@ class DjSet:
 
     def details(self) -> list[str]:
         """Tempo and key of each played track, and how it follows the one before."""
-        notes, prev = [], None
-        for p in self.played:
-            s = self.summaries.get(p.index)
-            if s is None:
-                notes.append("")
-                continue
-            step = f" [{describe_step(prev, s)}]" if prev is not None else ""
-            notes.append(f"{s.bpm:.1f} BPM {s.camelot}{step}")
-            prev = s
+        return self._notes([p.index for p in self.played])
+
+    def _notes(self, order: list[int]) -> list[str]:
+        """Each track's tempo and key, and how it follows the one before it when both are
+        analysed; "" for a track not analysed yet."""
+        notes = []
+        for k, i in enumerate(order):
+            s = self.summaries.get(i)
+            before = self.summaries.get(order[k - 1]) if k else None
+            step = f" [{describe_step(before, s)}]" if s and before else ""
+            notes.append(f"{s.bpm:.1f} BPM {s.camelot}{step}" if s else "")
         return notes
 
     def feedback(self) -> dict[str, float | int | str]:
