@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,19 +64,26 @@ class TimedEngine(Engine):
         return 0.0  # every message is picked up: the bench measures transport, not takeover
 
 
+def ports_cpu(pid: int) -> float:
+    """CPU seconds the process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def midi_latency(n: int) -> tuple[np.ndarray, float]:
     """Latencies (ms) of ``n`` messages, and the process's CPU (share of a core) while the
-    input is open and idle: what the poller thread costs."""
+    input is open and idle: what reading the ports costs, in the engine's process and in the
+    ports' own (Linux: read from /proc)."""
     engine = TimedEngine()
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
     controller = MidiController(engine, load_mapping(PRESETS / "generic.yaml", PARAM_NAMES))
     port = backend.open_output("bench controller", virtual=True)
     midi = MidiInput(controller, "bench controller", backend)
-    midi.scan(asyncio.get_running_loop())
+    await midi.scan()
     await asyncio.sleep(0.2)
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall = time.process_time() + ports_cpu(midi.pid), time.perf_counter()
     await asyncio.sleep(IDLE_SECONDS)
-    idle = (time.process_time() - cpu) / (time.perf_counter() - wall)
+    idle = (time.process_time() + ports_cpu(midi.pid) - cpu) / (time.perf_counter() - wall)
     sent = []
     for i in range(n):
         sent.append(time.perf_counter())
@@ -135,7 +143,8 @@ def main() -> None:
             print(f"main.py {SESSION_SECONDS:g} s, {case}: median {np.median(counts):g} xruns "
                   f"while deck A plays {counts}")
         results["xruns"] = xruns
-    print(f"midi input open and idle: the process uses {idle:.1%} of a core")
+    print(f"midi input open and idle: the engine's and the ports' processes use {idle:.1%} "
+          "of a core")
     results["midi_idle_cpu"] = round(idle, 4)
     for name, ms in (("midi", midi), ("osc", osc)):
         print(f"{name}: {ms.size} of {args.messages} messages, median {np.median(ms):.3f} ms, "

@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from .mapping import Control, Mapping, MappingError, load_mapping, unknown_target
-from .midi import matching
+from .midiports import matching
 
 
 def control_from(message: mido.Message, command: str, deck: str | None = None,

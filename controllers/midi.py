@@ -1,8 +1,8 @@
 """MIDI controllers through mido + python-rtmidi: messages -> engine commands by a mapping file,
 and engine state -> LEDs.
 
-The input ports' queues are read by a poller thread every quarter millisecond and the messages
-handled on the asyncio loop, like OSC (no Python runs on rtmidi's thread: see ``MidiInput``).
+The ports live in a process of their own (``controllers.midiports``), which reads their queues
+every quarter millisecond; the messages are handled on the asyncio loop, like OSC.
 Decoding covers what real controllers send: 14-bit CC pairs (MSB and LSB in either order),
 relative encoders, note-on with velocity 0 as a release, a Shift layer, inverted controls, and
 soft takeover for continuous controls.
@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import mido
 import numpy as np
@@ -33,10 +37,7 @@ CLOCK_PPQN = 24  # MIDI clock ticks per quarter note
 CLOCK_WINDOW = 2 * CLOCK_PPQN + 1
 # A continuous control is picked up when it comes this close to the engine's value or crosses it.
 PICKUP = 0.03
-# How often the poller thread reads the input ports: a JACK period (1.45 ms at 64 frames) plus
-# this is the worst latency. The loop itself could not wait less than epoll's 1 ms.
-POLL_SECONDS = 0.00025
-QUEUE = 4096  # messages an input port holds between two reads
+SCAN_TIMEOUT = 10.0  # seconds for the ports process to start and list the ports
 
 
 @dataclass
@@ -247,70 +248,14 @@ class MidiController:
         return out
 
 
-CLIENT = "automix-live"  # our MIDI clients' name: their own ports are never taken as a controller
-
-
-def matching(ports: list[str], name: str | None) -> list[str]:
-    """The ports whose name contains ``name`` (all of them for None), ours left out."""
-    return [p for p in ports if (name is None or name.lower() in p.lower())
-            and not p.startswith(CLIENT)]
-
-
-class Ports:
-    """The open ports of one direction, one rtmidi client (a JACK or ALSA client) each.
-
-    Ports are listed through a client already open, and a client whose port went away is kept
-    to list with and to open the next one. mido's get_input_names() opens and closes a client at
-    each call, and each JACK client that comes or goes re-sorts the JACK graph: the hot-plug scan
-    every 2 s cost 66-99 xruns in 20 s that way.
-    """
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self.make = make
-        self.open: dict[str, Any] = {}
-        self._spare: Any = None
-
-    def _client(self) -> Any:
-        if self._spare is None:
-            self._spare = self.make()
-        return self._spare
-
-    def scan(self, name: str | None) -> list[str]:
-        """Open newly plugged matching ports, close vanished ones; returns the new names."""
-        lister = next(iter(self.open.values()), None)
-        names = matching((lister if lister is not None else self._client()).get_ports(), name)
-        for gone in set(self.open) - set(names):
-            port = self.open.pop(gone)
-            port.close_port()
-            if self._spare is None:
-                self._spare = port
-            else:
-                port.delete()
-        new = [n for n in names if n not in self.open]
-        for n in new:
-            port, self._spare = self._client(), None
-            port.open_port(port.get_ports().index(n))
-            self.open[n] = port
-        return new
-
-    def close(self) -> None:
-        for port in [*self.open.values(), self._spare]:
-            if port is not None:
-                port.delete()
-        self.open.clear()
-        self._spare = None
-
-
 class MidiInput:
-    """Real ports: opens the matching inputs (and outputs for LEDs), re-scans for hot-plug.
-
-    The inputs are python-rtmidi ports without a Python callback, read every POLL_SECONDS by a
-    poller thread of ours, which hands what it read to the loop (call_soon_threadsafe), where the
-    controller turns it into engine commands. A callback (mido's ports always install one) runs
-    Python, and takes the GIL, on rtmidi's thread, which for JACK MIDI is the JACK server's
-    process thread: a flood of MIDI then stalled the whole audio graph (xruns). rtmidi's own
-    delta times keep the arrival times exact for MIDI clock. Bytes that do not decode are
-    reported (rate-limited), ignored.
+    """A controller's real ports, opened, read and written by a process of their own
+    (``controllers.midiports``): the messages it reads come back over a pipe to a reader thread
+    here, which hands them to the loop (call_soon_threadsafe), where the controller turns them
+    into engine commands; LED messages go the other way. rtmidi's own delta times keep the
+    arrival times exact for MIDI clock. Bytes that do not decode are reported (rate-limited),
+    ignored. A MIDI system that cannot be opened, or a ports process that ends, is reported in
+    ``error``; the music goes on.
     """
 
     def __init__(self, controller: MidiController, name: str | None,
@@ -320,71 +265,77 @@ class MidiInput:
         # MIDO_BACKEND picks the API as in mido, e.g. mido.backends.rtmidi/UNIX_JACK for JACK.
         self.backend = backend or mido.Backend(os.environ.get("MIDO_BACKEND",
                                                               "mido.backends.rtmidi"))
-        api = getattr(rtmidi, f"API_{self.backend.api}") if self.backend.api \
+        self.api = getattr(rtmidi, f"API_{self.backend.api}") if self.backend.api \
             else rtmidi.API_UNSPECIFIED
-        self._inputs = Ports(lambda: self._input(api))
-        self._outputs = Ports(lambda: rtmidi.MidiOut(rtapi=api, name=f"{CLIENT} LEDs"))
         self.error = ""
         self.undecodable = 0
+        self.inputs: list[str] = []  # the input ports open, as of the last scan
         self._bad = RateLimitedLog(log, "bad MIDI messages")
-        self._arrival: dict[str, float] = {}  # per port: when its last message arrived
-        self._ports_lock = threading.Lock()  # the poller reads the ports that scan opens, closes
-        self._poller: threading.Thread | None = None
-        self._stop = threading.Event()
-
-    @staticmethod
-    def _input(api: int) -> rtmidi.MidiIn:
-        port = rtmidi.MidiIn(rtapi=api, name=f"{CLIENT} in", queue_size_limit=QUEUE)
-        port.ignore_types(sysex=False, timing=False, active_sense=True)
-        return port
+        self._ports: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+        self._scanned: asyncio.Future | None = None
+        self._unsent = b""  # LED bytes the pipe had no room for yet
+        self._closing = False
 
     @property
-    def inputs(self) -> dict[str, rtmidi.MidiIn]:
-        return self._inputs.open
+    def pid(self) -> int | None:
+        """The ports process's, from the first scan on."""
+        return None if self._ports is None else self._ports.pid
 
-    def scan(self, loop: asyncio.AbstractEventLoop) -> list[str]:
-        """Open newly plugged matching ports, forget vanished ones; returns the new names.
-        A MIDI system that cannot be opened is reported in ``error``, not raised."""
-        try:
-            with self._ports_lock:
-                new = self._inputs.scan(self.name)
-                for name in set(self._arrival) - set(self.inputs):
-                    del self._arrival[name]
-            self._outputs.scan(self.name)
-        except Exception as err:  # noqa: BLE001 - rtmidi raises its own types, SystemError
-            self.error = f"MIDI unavailable ({type(err).__name__}: {err})"
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._ports = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("midiports.py")), str(self.api),
+             *([self.name] if self.name else [])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        # The loop writes LED messages: a ports process that stopped reading must not stop it.
+        os.set_blocking(self._ports.stdin.fileno(), False)
+        self._reader = threading.Thread(target=self._read, args=(loop,), name="midi-in",
+                                        daemon=True)
+        self._reader.start()
+
+    async def scan(self) -> list[str]:
+        """Open newly plugged matching ports, close vanished ones; returns the new input names."""
+        loop = asyncio.get_running_loop()
+        if self._ports is None:
+            self._start(loop)
+        if self.error:
             return []
-        if self._poller is None:
-            self._poller = threading.Thread(target=self._poll_forever, args=(loop,),
-                                            name="midi-in", daemon=True)
-            self._poller.start()
+        self._scanned = loop.create_future()
+        self._write({"scan": True})
+        try:
+            new = await asyncio.wait_for(self._scanned, SCAN_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.error = f"MIDI ports did not answer within {SCAN_TIMEOUT:.0f} s"
+            return []
         return new
 
-    def _poll_forever(self, loop: asyncio.AbstractEventLoop) -> None:
-        while not self._stop.is_set():
-            events = self.read()
-            if events:
-                try:
-                    loop.call_soon_threadsafe(self.deliver, events)
-                except RuntimeError:  # the loop is closed: nobody is listening any more
-                    return
-            time.sleep(POLL_SECONDS)
+    def _read(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The reader thread: the ports process's lines, to the loop."""
+        try:
+            for line in self._ports.stdout:
+                message = json.loads(line)
+                if "events" in message:
+                    loop.call_soon_threadsafe(self.deliver, message["events"])
+                else:
+                    loop.call_soon_threadsafe(self._answer, message)
+            if not self._closing:
+                code = self._ports.wait()
+                loop.call_soon_threadsafe(self._answer,
+                                          {"error": f"MIDI ports process ended (exit {code})"})
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            return
 
-    def read(self) -> list[tuple[str, list[int], float]]:
-        """Every message waiting in the input ports: (port, bytes, arrival time)."""
-        events = []
-        with self._ports_lock:
-            for name, port in self.inputs.items():
-                while (event := port.get_message()) is not None:
-                    data, delta = event
-                    last = self._arrival.get(name)
-                    now = time.perf_counter() if last is None else last + delta
-                    self._arrival[name] = now
-                    events.append((name, data, now))
-        return events
+    def _answer(self, message: dict) -> None:
+        if "error" in message:
+            self.error = message["error"]
+        else:
+            self.inputs = message["open"]
+        if self._scanned is not None and not self._scanned.done():
+            self._scanned.set_result(message.get("scanned", []))
 
     def deliver(self, events: list[tuple[str, list[int], float]]) -> None:
-        """Hand messages ``read`` to the controller (on the loop)."""
+        """Hand messages read from the ports, (port, bytes, arrival), to the controller (on the
+        loop)."""
         for name, data, now in events:
             try:
                 message = mido.Message.from_bytes(data)
@@ -398,17 +349,34 @@ class MidiInput:
                 log.exception("MIDI %s: not handled", message)
 
     def send_feedback(self, state: dict[str, Any]) -> None:
-        for message in self.controller.feedback_messages(state):
-            for port in self._outputs.open.values():
-                port.send_message(message.bytes())
+        messages = self.controller.feedback_messages(state)
+        if messages and self._ports is not None:
+            self._write({"send": [m.bytes() for m in messages]})
+
+    def _write(self, command: dict) -> None:
+        """Without blocking: what the pipe has no room for waits for the next write."""
+        self._unsent += (json.dumps(command) + "\n").encode()
+        try:
+            written = os.write(self._ports.stdin.fileno(), self._unsent)
+        except BlockingIOError:
+            written = 0
+        except OSError as err:  # the process ended: its reader says so
+            self._unsent = b""
+            log.debug("MIDI ports: %s", err)
+            return
+        self._unsent = self._unsent[written:]
 
     def close(self) -> None:
-        self._stop.set()
-        if self._poller is not None:
-            self._poller.join(timeout=1.0)
-        with self._ports_lock:
-            self._inputs.close()
-        self._outputs.close()
+        self._closing = True
+        if self._ports is None:
+            return
+        self._ports.stdin.close()  # the ports process ends at the end of its input
+        try:
+            self._ports.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            self._ports.kill()
+            self._ports.wait()
+        self._reader.join(timeout=1.0)
 
 
 class MidiClockOut:

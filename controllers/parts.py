@@ -17,7 +17,8 @@ from engine.session import say
 
 from .ableton import AbletonTempo
 from .link import LinkFollower
-from .midi import MidiClockOut, MidiInput, matching
+from .midi import MidiClockOut, MidiInput
+from .midiports import matching
 from .osc import OSCServer
 from .web import WebServer
 
@@ -58,7 +59,7 @@ async def _midi_loop(midi: MidiInput, engine: Engine) -> None:
     next_scan = 0.0
     while True:
         if loop.time() >= next_scan:
-            for name in midi.scan(loop):
+            for name in await midi.scan():
                 say(f"MIDI: {name} ({midi.controller.mapping.name})")
             if midi.error:
                 say(midi.error, sys.stderr)

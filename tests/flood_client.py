@@ -129,7 +129,7 @@ async def flood(engine: Any, out: Any, server: Any, midi: Any, seconds: float,
         stdout=asyncio.subprocess.PIPE)
     try:
         assert (await client.stdout.readline()).strip() == b"ready"
-        midi.scan(asyncio.get_running_loop())
+        await midi.scan()
         assert midi.inputs, midi.error or f"no MIDI port {MIDI_PORT}"
         await asyncio.sleep(0.3)
         client.stdin.write(b"go\n")

@@ -82,14 +82,16 @@ def test_main_with_midi_plays_as_without(jack_server):
     """``main.py --midi --osc`` on JACK MIDI, a controller's port present, idle and then sending
     1,000 MIDI messages a second: no more xruns while the music plays than main.py without them.
     Its hot-plug scan used to open and close JACK clients every 2 s: 31-33 xruns in 8 s against
-    0-1 without."""
+    0-1 without; its ports, open in the engine's process, 1-2 more in 10 s than without (the
+    engine's JACK client was late), and they now live in a process of their own."""
     runs = []
-    for seed in range(3):  # the machine's own xruns come and go; a cost of --midi stays
+    # Interleaved, three of each: the machine's own xruns come and go (0-1 in 10 s), a cost of
+    # --midi comes every time (it was 2, 2, 2, 0 and 2, 2, 7, 2 in 12 s sessions).
+    for seed in range(3):
         without = live_session(jack_server, 10.0, controls=False)
         with_midi = live_session(jack_server, 10.0, controls=True, flood_seconds=3.0,
                                  rates=(0, 1000), seed=seed)
+        assert with_midi["played"] >= 9.5, with_midi
         runs.append((without["steady_xruns"], with_midi["steady_xruns"]))
-        if with_midi["steady_xruns"] <= without["steady_xruns"] + 2:
-            break
-    assert with_midi["steady_xruns"] <= without["steady_xruns"] + 2, runs
-    assert with_midi["played"] >= 9.5, with_midi
+    print("steady xruns (without, with --midi --osc):", runs)
+    assert sum(w for _, w in runs) <= sum(o for o, _ in runs) + 1, runs

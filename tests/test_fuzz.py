@@ -308,7 +308,7 @@ def midi_rig(two_tracks, jack_server):
     rig.wire.open_virtual_port("fuzzed DDJ-400")
     rig.midi = MidiInput(rig.controller, "fuzzed DDJ-400",
                          mido.Backend("mido.backends.rtmidi/UNIX_JACK"))
-    assert rig.midi.scan(rig.loop), rig.midi.error or "the fuzzed port was not found"
+    assert rig.run(rig.midi.scan()), rig.midi.error or "the fuzzed port was not found"
     rig.reports = Records()
     logging.getLogger("automix.midi").addHandler(rig.reports)
     yield rig

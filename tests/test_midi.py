@@ -32,7 +32,7 @@ def replay(jack_server, engine: Engine, preset: str, port: str, data: list[list[
 
     async def scenario():
         midi = MidiInput(controller, port, backend)
-        assert midi.scan(asyncio.get_running_loop()), "the controller's port was not found"
+        assert await midi.scan(), "the controller's port was not found"
         await asyncio.sleep(0.1)
         for message in data:
             hardware_out.send(mido.Message.from_bytes(message))
@@ -345,3 +345,64 @@ def test_the_ddj_400s_shift_pad_1_steps_the_transition_length(two_tracks):
     assert lengths == [32, 4, 8]
     assert engine.plan is not None and engine.plan.bars == 8  # candidates for the new length
     assert engine.core.status.phase == "idle" and ddj.ignored == 0
+
+
+def test_the_ports_process_reports_its_end_and_never_outlives_the_engine(two_tracks, jack_server,
+                                                                         tmp_path):
+    """The ports live in a process of their own: one that dies is said in ``error`` (the music
+    goes on without it), and one whose engine is killed ends too (its input closes)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    hardware = backend.open_output("ports process test", virtual=True)
+    controller = MidiController(loaded_engine(two_tracks),
+                                load_mapping(PRESETS / "generic.yaml", PARAM_NAMES))
+
+    async def scenario() -> str:
+        midi = MidiInput(controller, "ports process test", backend)
+        assert await midi.scan() and midi.inputs
+        assert midi.pid != os.getpid()
+        os.kill(midi.pid, signal.SIGKILL)
+        for _ in range(200):
+            if midi.error:
+                break
+            await asyncio.sleep(0.01)
+        midi.send_feedback({"a_playing": 1})  # to a process that is gone: no exception
+        assert await midi.scan() == []
+        midi.close()
+        return midi.error
+
+    try:
+        assert "MIDI ports process ended" in asyncio.run(scenario())
+    finally:
+        hardware.close()
+
+    engine = tmp_path / "engine.py"
+    engine.write_text(
+        "import asyncio, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import mido\n"
+        "from controllers.midi import MidiInput\n"
+        "async def main():\n"
+        "    midi = MidiInput(None, 'nothing', mido.Backend('mido.backends.rtmidi/UNIX_JACK'))\n"
+        "    await midi.scan()\n"
+        "    print(midi.pid, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n")
+    killed = subprocess.Popen([sys.executable, str(engine), str(PRESETS.parent)],
+                              stdout=subprocess.PIPE, text=True)
+    ports = int(killed.stdout.readline())
+    killed.kill()
+    killed.wait()
+    for _ in range(100):
+        try:
+            os.kill(ports, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(ports, signal.SIGKILL)
+        pytest.fail("the ports process outlived its engine")
