@@ -146,6 +146,10 @@ class EngineCore:
         self.events: deque[tuple[str, int]] = deque(maxlen=256)  # (what, clock)
         # Transitions that played and ended, with their takes filled in, for the loop to take.
         self.ended: deque[Scheduled] = deque(maxlen=16)
+        # Tracks the decks let go, for the engine to free off this thread (engine.release): the
+        # last reference to stems dropped here would free them with the GIL held, in the callback.
+        # Bounded for a core that nobody drains (tests), which then frees the oldest as before.
+        self.released: deque[Track] = deque(maxlen=16)
         self._tracks: list[Track | None] = [None, None]
         self._swaps: list[Track | None] = [None, None]  # copies waiting for their deck's beat
         self._pos = np.zeros(2)
@@ -258,6 +262,7 @@ class EngineCore:
     def _switch(self, d: int, track: Track) -> None:
         self._pos[d] = track.position_of(self._tracks[d].beat_at(self._pos[d], self.sample_rate),
                                          self.sample_rate)
+        self.released.append(self._tracks[d])
         self._tracks[d] = track
         self._swaps[d] = None
 
@@ -411,12 +416,18 @@ class EngineCore:
         elif isinstance(c, Swap):
             track = self._tracks[c.deck]
             if track is not None and track.analysis is c.track.analysis:  # the same music
+                self._let_go(self._swaps[c.deck])
                 self._swaps[c.deck] = c.track
+            else:
+                self.released.append(c.track)
         elif isinstance(c, Regrid):
             self._regrid(c.deck, c.analysis)
         elif isinstance(c, Load):
             if self._scheduled is not None and self._phase != "pending":
+                self._let_go(c.track)
                 return  # never swap a track out from under a running transition
+            self._let_go(self._tracks[c.deck])
+            self._let_go(self._swaps[c.deck])
             self._tracks[c.deck] = c.track
             self._swaps[c.deck] = None
             self._playing[c.deck] = False
@@ -424,6 +435,10 @@ class EngineCore:
             self._rate[c.deck] = 1.0
             if self._phase == "pending":
                 self._end(aborted=True)
+
+    def _let_go(self, track: Track | None) -> None:
+        if track is not None:
+            self.released.append(track)
 
     def _regrid(self, d: int, analysis: TrackAnalysis) -> None:
         track = self._tracks[d]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -29,6 +29,7 @@ from .config import EngineConfig, Quantize
 from .deck import Track, track_from_analysis
 from .keylock import KeyLock
 from .performer_log import PerformerLog, default_log_dir
+from .release import release
 from .taps import TapTempo
 from .transition import Scheduled, Take, Transition, next_start
 from .worker import (AnalyzeRequest, GenerateRequest, Generator, GenerationWorker, Result,
@@ -129,6 +130,9 @@ class Engine:
         self._grid_jobs = ThreadPoolExecutor(1, "grid") if worker is not None else None
         self._kept: list[tuple[int, TrackAnalysis, TrackAnalysis | None, str]] = []
         self._lock = threading.Lock()  # guards _loaded and _kept between threads and the loop
+        # Stems the decks let go are freed on a thread of their own (engine.release).
+        self._releases = ThreadPoolExecutor(1, "release")
+        self._releasing: Future | None = None
         self.log = PerformerLog(Path(self.config.log_dir or default_log_dir()),
                                 synchronous=worker is None) if self.config.log else None
 
@@ -573,6 +577,8 @@ class Engine:
         if status.errors != self._last_errors:
             self._last_errors = status.errors
             self.messages.add(f"audio errors: {status.errors} (last: {status.last_error})")
+        if self.core.released and (self._releasing is None or self._releasing.done()):
+            self._releasing = self._releases.submit(release, self.core.released)
         self._update_key_lock()
         self._log_ended()
         return self.messages.drain()
@@ -595,6 +601,7 @@ class Engine:
         self.keylock.close()
         if self._grid_jobs is not None:
             self._grid_jobs.shutdown(wait=True, cancel_futures=True)
+        self._releases.shutdown(wait=True)
         self._log_ended(closing=True)
 
     def __enter__(self) -> Engine:
