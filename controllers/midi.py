@@ -19,8 +19,8 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mido
@@ -38,6 +38,7 @@ CLOCK_WINDOW = 2 * CLOCK_PPQN + 1
 # A continuous control is picked up when it comes this close to the engine's value or crosses it.
 PICKUP = 0.03
 SCAN_TIMEOUT = 10.0  # seconds for the ports process to start and list the ports
+UNSENT_LIMIT = 1 << 16  # bytes of LED messages held for a ports process that does not read
 
 
 @dataclass
@@ -313,7 +314,11 @@ class MidiInput:
         """The reader thread: the ports process's lines, to the loop."""
         try:
             for line in self._ports.stdout:
-                message = json.loads(line)
+                try:
+                    message = json.loads(line)
+                except ValueError:  # not ours (a library printing): said, and skipped
+                    log.warning("MIDI ports process said: %s", line.strip()[:200])
+                    continue
                 if "events" in message:
                     loop.call_soon_threadsafe(self.deliver, message["events"])
                 else:
@@ -365,6 +370,10 @@ class MidiInput:
             log.debug("MIDI ports: %s", err)
             return
         self._unsent = self._unsent[written:]
+        if len(self._unsent) > UNSENT_LIMIT:  # the process has stopped reading: LEDs go stale
+            self._bad.warn(f"MIDI ports process not reading; {len(self._unsent)} bytes of LED "
+                           f"messages dropped")
+            self._unsent = b""
 
     def close(self) -> None:
         self._closing = True

@@ -18,7 +18,7 @@ import numpy as np
 
 from .deck import Track
 
-CHUNK = 8 << 20  # bytes per madvise: the callback waits at most one of these for the GIL
+CHUNK = 8 << 20  # bytes per madvise call: the process's memory map is locked for one at a time
 # Linux: private anonymous pages are dropped at once and read back as zeros (other systems'
 # MADV_DONTNEED only hints, so the array is left to free() there).
 MADV_DONTNEED = 4
