@@ -24,6 +24,7 @@ from .features import TrackFeatures, frame_rms, segment, track_features
 from .key import KEY_NAMES, camelot, estimate_key
 from .loudness import integrated_loudness
 from .separation import Separator, get_separator
+from .waveform import Waveform, stem_envelopes
 
 # Bump when any analysis step changes its results: old cache entries are then recomputed.
 ANALYSIS_VERSION = 3
@@ -46,6 +47,8 @@ class TrackAnalysis:
     sections: tuple[tuple[str, float, float], ...]  # (label, start s, end s)
     features: TrackFeatures
     loudness_lufs: float  # integrated (BS.1770) of the stems' sum; -inf for silence
+    # For the web view; None for an analysis cached before it was made (the engine makes it).
+    waveform: Waveform | None = None
 
     @property
     def bpm(self) -> float:
@@ -193,7 +196,7 @@ def analyze_stems(stems: np.ndarray, sample_rate: int, source: str = "<stems>",
     sections = tuple(segment(stems, sample_rate, grid))
     features = track_features(stems, sample_rate, grid, key_index, list(sections))
     return TrackAnalysis(source, sample_rate, stems, grid, key_index, sections, features,
-                         integrated_loudness(mix, sample_rate))
+                         integrated_loudness(mix, sample_rate), stem_envelopes(stems, sample_rate))
 
 
 def _to_arrays(result: TrackAnalysis) -> dict[str, np.ndarray]:
@@ -205,7 +208,10 @@ def _to_arrays(result: TrackAnalysis) -> dict[str, np.ndarray]:
                               result.grid.confidence, result.grid.unfolded_bpm or 0.0]),
             "key_index": np.array(result.key_index),
             "loudness_lufs": np.array(result.loudness_lufs),
-            "section_labels": np.array(labels), "section_bounds": np.array([starts, ends]).T}
+            "section_labels": np.array(labels), "section_bounds": np.array([starts, ends]).T,
+            **({} if result.waveform is None else {
+                "wave_peak": result.waveform.peak, "wave_rms": result.waveform.rms,
+                "wave_rate": np.array(result.waveform.points_per_second)})}
 
 
 def _sections(arrays: dict[str, np.ndarray]) -> tuple[tuple[str, float, float], ...]:
@@ -230,8 +236,10 @@ def _from_cache(cache: AnalysisCache, digest: str, source: str,
         loudness = float(arrays["loudness_lufs"])
     except (KeyError, ValueError):
         return None  # an entry from an older layout: recompute
+    waveform = Waveform(arrays["wave_peak"], arrays["wave_rms"], float(arrays["wave_rate"])) \
+        if "wave_peak" in arrays else None
     stems = audio.reshape(len(STEMS), 2, -1)
     grid = BeatGrid(float(bpm), float(first), float(duration), float(confidence),
                     float(unfolded) or None)
     return TrackAnalysis(source, sample_rate, stems, grid, key_index, sections, features,
-                         loudness)
+                         loudness, waveform)

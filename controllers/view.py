@@ -7,7 +7,7 @@ with a ``type``:
 - ``hello``: the parameters, grouped into the lanes the page draws curves in, the stems, bars
   and phrases (once);
 - ``deck``: a deck's track: name, duration, beat grid, key, sections (on a load or a grid edit);
-- ``wave``: a deck's waveform (``controllers.waveform``; once per track, made in a thread);
+- ``wave``: a deck's waveform (``analysis.waveform``; once per track, made with the analysis);
 - ``plan``: the candidates for the next transition, their curves as bytes;
 - ``running``: the transition last triggered, with its curves and where it starts;
 - ``state``: small values by OSC-style address (those of ``Engine.feedback_state`` and the
@@ -33,7 +33,6 @@ from engine.engine import BEATS_PER_BAR, PHRASE_BARS, Engine, Plan
 from engine.transition import Scheduled, Transition, next_start
 
 from .clients import Changes
-from .waveform import stem_envelopes
 
 log = logging.getLogger("automix.web")
 
@@ -73,14 +72,14 @@ def deck_message(deck: int, track: Track | None) -> Message:
 
 
 def wave_message(deck: int, track: Track | None, sample_rate: int) -> Message:
-    """A deck's waveform (a tenth of a second of numpy for a five-minute track: run it off the
-    loop); None for no track, or one whose waveform is still being made."""
+    """A deck's waveform (``Track.waveform``: made with the analysis, or else here, so run it
+    off the loop); None for no track, or one whose waveform is still being made."""
     if track is None:
         return {"type": "wave", "deck": deck, "wave": None}
-    peak, rms, rate = stem_envelopes(track.stems, sample_rate)
+    wave = track.waveform(sample_rate)
     return {"type": "wave", "deck": deck, "wave": {
-        "points_per_second": rate, "peak": [_b64(row) for row in peak],
-        "rms": [_b64(row) for row in rms]}}
+        "points_per_second": wave.points_per_second, "peak": [_b64(row) for row in wave.peak],
+        "rms": [_b64(row) for row in wave.rms]}}
 
 
 def _curves(transition: Transition, outgoing: int) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """The whole analysis of a file: results, cache behaviour and failures."""
 
+import math
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -67,6 +69,11 @@ def test_a_second_load_reads_the_cache_and_a_changed_file_does_not(tmp_path, tra
     np.testing.assert_allclose(second.stems, first.stems, atol=2e-4)
     np.testing.assert_array_equal(second.features.stem_mels, first.features.stem_mels)
     assert second.grid == first.grid and second.sections == first.sections
+    # The web view's waveform is made with the analysis and read back with it.
+    assert first.waveform.peak.shape == (4, math.ceil(first.duration * 50))
+    np.testing.assert_array_equal(second.waveform.peak, first.waveform.peak)
+    np.testing.assert_array_equal(second.waveform.rms, first.waveform.rms)
+    assert second.waveform.points_per_second == first.waveform.points_per_second == 50
     # A changed file, or a new analysis version, is analysed again.
     audio, _ = sf.read(track_file)
     sf.write(track_file, audio * 0.5, SR, subtype="PCM_24")
@@ -95,3 +102,23 @@ def test_a_folder_of_stems_is_used_as_it_is(tmp_path, track):
     result = analyze(folder, SR, cache=AnalysisCache(tmp_path / "cache"))
     np.testing.assert_allclose(result.stems, track.stems, atol=1e-6)
     assert result.bpm == pytest.approx(126.0, rel=0.01)
+
+
+def test_a_stretched_copy_shows_the_analysis_waveform_on_its_own_time(tmp_path, track_file):
+    """A key-lock copy plays ``stretch`` times faster: its waveform is the analysis's with that
+    many more points a second, not made again; an analysis cached without one gets one made
+    from the copy's stems."""
+    from dataclasses import replace
+
+    from analysis.waveform import stem_envelopes
+    from engine.deck import track_from_analysis
+
+    original = track_from_analysis(analyze(track_file, SR, cache=AnalysisCache(tmp_path)))
+    copy = replace(original, stretch=1.25)
+    wave = copy.waveform(SR)
+    assert wave.points_per_second == pytest.approx(62.5)
+    assert wave.peak is original.analysis.waveform.peak
+    bare = replace(original, analysis=replace(original.analysis, waveform=None))
+    made = bare.waveform(SR)
+    np.testing.assert_array_equal(made.peak, stem_envelopes(original.stems, SR).peak)
+    np.testing.assert_array_equal(made.peak, original.waveform(SR).peak)

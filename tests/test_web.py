@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from controllers.clients import MAX_CLIENTS
-from controllers.waveform import stem_envelopes
+from analysis.waveform import stem_envelopes
 from controllers.web import MAX_MESSAGE, WebServer, web_routes
 from effects.params import PARAM_NAMES
 from tests.conftest import loaded_engine, settle, stem_decks
@@ -165,7 +165,8 @@ def test_waveforms_are_peaks_and_rms_per_stem_on_a_square_root_scale():
     sr = 44100
     stems = np.zeros((4, 2, sr + 300), np.float32)  # a second and a bit: a last, short window
     stems[1] = 0.5 * np.sin(2 * np.pi * 100 * np.arange(stems.shape[-1]) / sr)
-    peak, rms, rate = stem_envelopes(stems, sr)
+    wave = stem_envelopes(stems, sr)
+    peak, rms, rate = wave.peak, wave.rms, wave.points_per_second
     assert rate == 50 and peak.shape == rms.shape == (4, 51) and peak.dtype == np.uint8
     assert not peak[[0, 2, 3]].any() and not rms[[0, 2, 3]].any()
     np.testing.assert_allclose(peak[1, :50], 255 * math.sqrt(0.5), atol=1)

@@ -1,5 +1,6 @@
 """A track's waveform for the web view: each stem's peak and RMS over short windows, one byte a
-value, made once per track in a thread beside the loop (never in the audio callback).
+value, made once per track with its analysis (in the generation worker, kept in the analysis
+cache), so the engine's process only reads it.
 
 At 50 points a second a five-minute track is 15,000 points: 120 kB for four stems' peaks and
 RMS, which the page pools into its overview and draws its zoomed view from (12 s across 1,400
@@ -10,14 +11,23 @@ than 3).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 POINTS_PER_SECOND = 50
 CHUNK_POINTS = 500  # points made per numpy call: its GIL holds and temporaries stay short
 
 
+@dataclass(frozen=True)
+class Waveform:
+    peak: np.ndarray  # uint8 [stems, points], round(255 * sqrt(amplitude))
+    rms: np.ndarray  # the same
+    points_per_second: float
+
+
 def stem_envelopes(stems: np.ndarray, sample_rate: int, points_per_second: int = POINTS_PER_SECOND
-                   ) -> tuple[np.ndarray, np.ndarray, float]:
+                   ) -> Waveform:
     """Peak and RMS of each stem of ``stems`` [stems, channels, samples] over windows of
     ``sample_rate // points_per_second`` samples, both channels together: uint8 [stems, points]
     each, ``round(255 * sqrt(amplitude))`` with amplitudes above 1 counted as 1; and the points
@@ -35,7 +45,7 @@ def stem_envelopes(stems: np.ndarray, sample_rate: int, points_per_second: int =
         windows = chunk.reshape(n_stems, channels, last - first, hop)
         peak[:, first:last] = np.abs(windows).max(axis=(1, 3))
         rms[:, first:last] = np.sqrt(np.square(windows).mean(axis=(1, 3)))
-    return _bytes(peak), _bytes(rms), sample_rate / hop
+    return Waveform(_bytes(peak), _bytes(rms), sample_rate / hop)
 
 
 def _bytes(amplitude: np.ndarray) -> np.ndarray:
