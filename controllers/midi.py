@@ -28,12 +28,12 @@ import numpy as np
 import rtmidi
 
 from .mapping import BARS_CHOICES, Control, Mapping
+from .midiports import CLOCK_PPQN
 from .ratelimit import RateLimitedLog
 
 log = logging.getLogger("automix.midi")
 
 CONTINUOUS = {"param", "filter", "tempo", "bars"}
-CLOCK_PPQN = 24  # MIDI clock ticks per quarter note
 CLOCK_WINDOW = 2 * CLOCK_PPQN + 1
 # A continuous control is picked up when it comes this close to the engine's value or crosses it.
 PICKUP = 0.03
@@ -249,6 +249,57 @@ class MidiController:
         return out
 
 
+class MidiError(RuntimeError):
+    """A MIDI port that cannot be opened, said in one line."""
+
+
+def _api(backend: mido.Backend | None) -> int:
+    """The rtmidi API of ``backend``; MIDO_BACKEND picks it as in mido (None), e.g.
+    mido.backends.rtmidi/UNIX_JACK for JACK."""
+    backend = backend or mido.Backend(os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi"))
+    return getattr(rtmidi, f"API_{backend.api}") if backend.api else rtmidi.API_UNSPECIFIED
+
+
+class PortsProcess:
+    """A ``controllers.midiports`` process (``args`` after the rtmidi API's number), written to
+    without blocking: the loop writes to it, and one that stopped reading must not stop the
+    loop. What the pipe has no room for waits for the next write; more than UNSENT_LIMIT is
+    dropped, with a warning."""
+
+    def __init__(self, api: int, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("midiports.py")), str(api), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        os.set_blocking(self.process.stdin.fileno(), False)
+        self._unsent = b""
+        self._dropped = RateLimitedLog(log, "MIDI ports process")
+
+    def write(self, command: dict) -> None:
+        self._unsent += (json.dumps(command) + "\n").encode()
+        try:
+            written = os.write(self.process.stdin.fileno(), self._unsent)
+        except BlockingIOError:
+            written = 0
+        except OSError as err:  # the process ended: its reader says so
+            self._unsent = b""
+            log.debug("MIDI ports: %s", err)
+            return
+        self._unsent = self._unsent[written:]
+        if len(self._unsent) > UNSENT_LIMIT:
+            self._dropped.warn(f"MIDI ports process not reading; {len(self._unsent)} bytes "
+                               f"dropped")
+            self._unsent = b""
+
+    def close(self) -> None:
+        """Close its input, which ends it; wait for it (2 s, then kill)."""
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 class MidiInput:
     """A controller's real ports, opened, read and written by a process of their own
     (``controllers.midiports``): the messages it reads come back over a pipe to a reader thread
@@ -263,33 +314,23 @@ class MidiInput:
                  backend: mido.Backend | None = None) -> None:
         self.controller = controller
         self.name = name
-        # MIDO_BACKEND picks the API as in mido, e.g. mido.backends.rtmidi/UNIX_JACK for JACK.
-        self.backend = backend or mido.Backend(os.environ.get("MIDO_BACKEND",
-                                                              "mido.backends.rtmidi"))
-        self.api = getattr(rtmidi, f"API_{self.backend.api}") if self.backend.api \
-            else rtmidi.API_UNSPECIFIED
+        self.api = _api(backend)
         self.error = ""
         self.undecodable = 0
         self.inputs: list[str] = []  # the input ports open, as of the last scan
         self._bad = RateLimitedLog(log, "bad MIDI messages")
-        self._ports: subprocess.Popen | None = None
+        self._ports: PortsProcess | None = None
         self._reader: threading.Thread | None = None
         self._scanned: asyncio.Future | None = None
-        self._unsent = b""  # LED bytes the pipe had no room for yet
         self._closing = False
 
     @property
     def pid(self) -> int | None:
         """The ports process's, from the first scan on."""
-        return None if self._ports is None else self._ports.pid
+        return None if self._ports is None else self._ports.process.pid
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._ports = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("midiports.py")), str(self.api),
-             *([self.name] if self.name else [])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        # The loop writes LED messages: a ports process that stopped reading must not stop it.
-        os.set_blocking(self._ports.stdin.fileno(), False)
+        self._ports = PortsProcess(self.api, *([self.name] if self.name else []))
         self._reader = threading.Thread(target=self._read, args=(loop,), name="midi-in",
                                         daemon=True)
         self._reader.start()
@@ -302,7 +343,7 @@ class MidiInput:
         if self.error:
             return []
         self._scanned = loop.create_future()
-        self._write({"scan": True})
+        self._ports.write({"scan": True})
         try:
             new = await asyncio.wait_for(self._scanned, SCAN_TIMEOUT)
         except asyncio.TimeoutError:
@@ -313,7 +354,7 @@ class MidiInput:
     def _read(self, loop: asyncio.AbstractEventLoop) -> None:
         """The reader thread: the ports process's lines, to the loop."""
         try:
-            for line in self._ports.stdout:
+            for line in self._ports.process.stdout:
                 try:
                     message = json.loads(line)
                 except ValueError:  # not ours (a library printing): said, and skipped
@@ -324,7 +365,7 @@ class MidiInput:
                 else:
                     loop.call_soon_threadsafe(self._answer, message)
             if not self._closing:
-                code = self._ports.wait()
+                code = self._ports.process.wait()
                 loop.call_soon_threadsafe(self._answer,
                                           {"error": f"MIDI ports process ended (exit {code})"})
         except RuntimeError:  # the loop is closed: nobody is listening any more
@@ -356,67 +397,49 @@ class MidiInput:
     def send_feedback(self, state: dict[str, Any]) -> None:
         messages = self.controller.feedback_messages(state)
         if messages and self._ports is not None:
-            self._write({"send": [m.bytes() for m in messages]})
-
-    def _write(self, command: dict) -> None:
-        """Without blocking: what the pipe has no room for waits for the next write."""
-        self._unsent += (json.dumps(command) + "\n").encode()
-        try:
-            written = os.write(self._ports.stdin.fileno(), self._unsent)
-        except BlockingIOError:
-            written = 0
-        except OSError as err:  # the process ended: its reader says so
-            self._unsent = b""
-            log.debug("MIDI ports: %s", err)
-            return
-        self._unsent = self._unsent[written:]
-        if len(self._unsent) > UNSENT_LIMIT:  # the process has stopped reading: LEDs go stale
-            self._bad.warn(f"MIDI ports process not reading; {len(self._unsent)} bytes of LED "
-                           f"messages dropped")
-            self._unsent = b""
+            self._ports.write({"send": [m.bytes() for m in messages]})
 
     def close(self) -> None:
         self._closing = True
-        if self._ports is None:
-            return
-        self._ports.stdin.close()  # the ports process ends at the end of its input
-        try:
-            self._ports.wait(timeout=2.0)
-        except subprocess.TimeoutExpired:
-            self._ports.kill()
-            self._ports.wait()
-        self._reader.join(timeout=1.0)
+        if self._ports is not None:
+            self._ports.close()
+            self._reader.join(timeout=1.0)
 
 
 class MidiClockOut:
-    """Sends MIDI clock (24 ticks a beat) at the tempo of the deck on air, to lead other gear.
+    """Sends MIDI clock (24 ticks a beat) to lead other gear, from a ports process of its own
+    (``controllers.midiports``, clock mode), at the tempo ``tempo()`` last gave."""
 
-    A thread of its own with absolute deadlines, so the ticks do not drift; the tempo is read
-    from ``bpm()`` every tick.
-    """
+    def __init__(self, port_name: str, backend: mido.Backend | None = None) -> None:
+        self.port_name = port_name
+        self.api = _api(backend)
+        self._ports: PortsProcess | None = None
+        self._bpm = 0.0
 
-    def __init__(self, port: Any, bpm: Any) -> None:
-        self.port, self.bpm = port, bpm
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="midi-clock", daemon=True)
+    async def start(self, bpm: float) -> str:
+        """Open the first output port whose name contains ``port_name`` and start the clock;
+        returns the port's name. Raises MidiError when there is none or MIDI fails."""
+        self._bpm = bpm
+        self._ports = PortsProcess(self.api, "--clock", self.port_name, repr(float(bpm)))
+        line = await asyncio.get_running_loop().run_in_executor(
+            None, self._ports.process.stdout.readline)
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            answer = {"error": f"MIDI clock process ended (exit {self._ports.process.wait()})"}
+        if "clock" not in answer:
+            self._ports.close()
+            self._ports = None
+            raise MidiError(answer.get("error", "MIDI clock: no answer"))
+        return answer["clock"]
 
-    def start(self) -> None:
-        self.port.send(mido.Message("start"))
-        self._thread.start()
-
-    def _run(self) -> None:
-        tick = mido.Message("clock")
-        deadline = time.perf_counter()
-        while not self._stop.is_set():
-            self.port.send(tick)
-            deadline += 60.0 / (CLOCK_PPQN * max(self.bpm(), 20.0))
-            delay = deadline - time.perf_counter()
-            if delay > 0:
-                self._stop.wait(delay)
-            else:
-                deadline = time.perf_counter()  # fell behind: restart the grid, no burst
+    def tempo(self, bpm: float) -> None:
+        if self._ports is not None and abs(bpm - self._bpm) > 1e-3:
+            self._bpm = bpm
+            self._ports.write({"bpm": bpm})
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.port.send(mido.Message("stop"))
+        """Stop (the process sends "stop" at the end of its input)."""
+        if self._ports is not None:
+            self._ports.close()
+            self._ports = None

@@ -12,6 +12,12 @@ Engine -> ports: ``{"scan": true}`` (open newly plugged ports, close vanished on
 ``{"scanned": [new input names], "open": [input names]}`` or ``{"error": text}``),
 ``{"send": [[bytes], ...]}`` (to every LED output). Ports -> engine: ``{"events": [[port, [bytes],
 arrival], ...]}``, arrival in ``time.perf_counter()`` seconds, a clock the whole machine shares.
+
+Clock mode (``--midi-clock-out``, a process of its own): MIDI clock to one output port, at the
+tempo the engine sends (``{"bpm": x}``), from "start" until its input ends, then "stop"; it
+answers ``{"clock": port}`` once the port is open, or ``{"error": text}``. The ticks keep
+absolute deadlines, so they do not drift. An in-process clock port cost the engine 0, 1, 1, 0
+xruns in 12 s sessions against 0, 0, 0, 0 without, and JACK named its audio client late.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ CLIENT = "automix-live"  # our MIDI clients' name: their own ports are never tak
 # worst latency.
 POLL_SECONDS = 0.00025
 QUEUE = 4096  # messages an input port holds between two reads
+CLOCK_PPQN = 24  # MIDI clock ticks per quarter note
+START, CLOCK, STOP = [0xFA], [0xF8], [0xFC]
 
 
 def matching(ports: list[str], name: str | None) -> list[str]:
@@ -150,9 +158,51 @@ def serve(api: int, name: str | None, commands: Any, out: Any) -> None:
         outputs.close()
 
 
+def clock(api: int, name: str, bpm: float, commands: Any, out: Any) -> None:
+    """Clock mode: ticks to the first output port whose name contains ``name``."""
+    port = rtmidi.MidiOut(rtapi=api, name=f"{CLIENT} clock")
+    try:
+        names = matching(port.get_ports(), name)
+        if not names:
+            out.write(json.dumps({"error": f"no MIDI output port matches {name}"}) + "\n")
+            return
+        port.open_port(port.get_ports().index(names[0]))
+        out.write(json.dumps({"clock": names[0]}) + "\n")
+        out.flush()
+        waiting: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=_commands, args=(commands, waiting), daemon=True).start()
+        port.send_message(START)
+        deadline = time.perf_counter()
+        while True:
+            while not waiting.empty():
+                command = waiting.get()
+                if command is None:
+                    port.send_message(STOP)
+                    return
+                try:
+                    bpm = float(command["bpm"])
+                except (KeyError, TypeError, ValueError):
+                    print(f"MIDI clock: not a tempo: {command!r:.80}", file=sys.stderr, flush=True)
+            port.send_message(CLOCK)
+            deadline += 60.0 / (CLOCK_PPQN * max(bpm, 20.0))
+            delay = deadline - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                deadline = time.perf_counter()  # fell behind: restart the grid, no burst
+    finally:
+        out.flush()
+        port.delete()
+
+
 def main() -> None:
-    """``python midiports.py API [NAME]``: API an rtmidi API constant's number."""
-    serve(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None, sys.stdin, sys.stdout)
+    """``python midiports.py API [NAME]``, or ``API --clock PORT BPM``: API an rtmidi API
+    constant's number."""
+    api, args = int(sys.argv[1]), sys.argv[2:]
+    if args[:1] == ["--clock"]:
+        clock(api, args[1], float(args[2]), sys.stdin, sys.stdout)
+    else:
+        serve(api, args[0] if args else None, sys.stdin, sys.stdout)
 
 
 if __name__ == "__main__":

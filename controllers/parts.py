@@ -4,12 +4,9 @@ engine, starts, and on leaving stops and closes what it opened, whatever happene
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
-
-import mido
 
 from engine.backends import AudioOutput
 from engine.engine import Engine
@@ -17,13 +14,13 @@ from engine.session import say
 
 from .ableton import AbletonTempo
 from .link import LinkFollower
-from .midi import MidiClockOut, MidiInput
-from .midiports import matching
+from .midi import MidiClockOut, MidiError, MidiInput
 from .osc import OSCServer
 from .web import WebServer
 
 MIDI_SCAN_SECONDS = 2.0  # hot-plug: how often the MIDI ports are looked for again
 MIDI_FEEDBACK_SECONDS = 0.1
+CLOCK_TEMPO_SECONDS = 0.05  # how often the clock out is given the live tempo
 
 
 @asynccontextmanager
@@ -81,21 +78,28 @@ async def midi_part(midi: MidiInput, engine: Engine, output: AudioOutput
         midi.close()
 
 
+async def _lead(clock: MidiClockOut, engine: Engine) -> None:
+    while True:
+        clock.tempo(engine.live_bpm())
+        await asyncio.sleep(CLOCK_TEMPO_SECONDS)
+
+
 @asynccontextmanager
 async def clock_part(port_name: str, engine: Engine, output: AudioOutput
                      ) -> AsyncIterator[MidiClockOut | None]:
     """MIDI clock out at the live tempo; a port that is not there is said, and not fatal."""
-    backend = mido.Backend(os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi"))
-    names = matching(backend.get_output_names(), port_name)
-    if not names:
-        print(f"error: no MIDI output port matches {port_name}", file=sys.stderr)
+    clock = MidiClockOut(port_name)
+    try:
+        await clock.start(engine.live_bpm())
+    except MidiError as err:
+        print(f"error: {err}", file=sys.stderr)
         yield None
         return
-    clock = MidiClockOut(backend.open_output(names[0]), engine.live_bpm)
-    clock.start()
+    task = asyncio.create_task(_lead(clock, engine))
     try:
         yield clock
     finally:
+        task.cancel()
         clock.stop()
 
 

@@ -229,7 +229,7 @@ def test_midi_learn_writes_a_valid_mapping_entry(tmp_path, jack_server, monkeypa
 
 
 def test_midi_clock_in_sets_the_tempo_and_clock_out_leads(two_tracks, jack_server):
-    from controllers.midi import MidiClockOut
+    from controllers.midi import MidiClockOut, MidiError
 
     engine = loaded_engine(two_tracks)
     c = MidiController(engine, load_mapping(PRESETS / "generic.yaml", PARAM_NAMES),
@@ -252,19 +252,31 @@ def test_midi_clock_in_sets_the_tempo_and_clock_out_leads(two_tracks, jack_serve
             ticks.append(time.perf_counter())
 
     gear = backend.open_input("clock follower", virtual=True, callback=follower)
-    out = backend.open_output([n for n in backend.get_output_names() if "clock follower" in n][0])
-    clock = MidiClockOut(out, lambda: 150.0)  # 60 ticks a second
-    clock.start()
-    time.sleep(1.0)
-    clock.stop()
-    time.sleep(0.1)
-    out.close()
-    gear.close()
+
+    async def lead() -> int:
+        with pytest.raises(MidiError, match="no MIDI output port matches no such gear"):
+            await MidiClockOut("no such gear", backend).start(120.0)
+        clock = MidiClockOut("clock follower", backend)
+        assert "clock follower" in await clock.start(150.0)  # 60 ticks a second
+        await asyncio.sleep(1.0)
+        at_150 = len(ticks)
+        clock.tempo(300.0)  # 120 a second
+        await asyncio.sleep(1.0)
+        clock.stop()
+        await asyncio.sleep(0.1)
+        return at_150
+
+    try:
+        at_150 = asyncio.run(lead())
+    finally:
+        gear.close()
     assert received[0] == "start" and received[-1] == "stop"
-    assert 45 <= received.count("clock") <= 75  # about 60 in a second
-    # At the tempo it was given: 24 ticks a beat at 150 BPM, 1/60 s apart on average (JACK
-    # hands MIDI over once a period, so single intervals jitter by a period).
-    assert (ticks[-1] - ticks[0]) / (len(ticks) - 1) == pytest.approx(1 / 60, rel=0.05)
+    assert 45 <= at_150 <= 75  # about 60 in the first second
+    # At the tempo it was given: 24 ticks a beat, 1/60 s apart on average at 150 BPM, then
+    # 1/120 s (JACK hands MIDI over once a period, so single intervals jitter by a period).
+    assert (ticks[at_150 - 1] - ticks[0]) / (at_150 - 1) == pytest.approx(1 / 60, rel=0.05)
+    faster = ticks[at_150 + 5:]  # from a few ticks after the change
+    assert (faster[-1] - faster[0]) / (len(faster) - 1) == pytest.approx(1 / 120, rel=0.05)
 
 
 def test_the_key_lock_pad_toggles_key_lock_and_lights_its_led(two_tracks):
