@@ -29,7 +29,7 @@ def resident_bytes() -> int:
 
 
 def test_the_callback_hands_over_the_tracks_it_lets_go(two_tracks):
-    """A load, a key-lock swap and a refused load each let a track go; none of them is freed by
+    """A load, a key-lock swap and a refused swap each let a track go; none of them is freed by
     the callback, which would free the stems there with the GIL held."""
     core = c.EngineCore(SR)
     first = own_copy(two_tracks[0])
@@ -47,6 +47,11 @@ def test_the_callback_hands_over_the_tracks_it_lets_go(two_tracks):
     core.send(c.Swap(0, copy))  # the deck is stopped: the copy takes over at once
     core.process(np.zeros((2, 128), np.float32))
     assert core._tracks[0] is copy and core.released[-1] is original
+
+    other = own_copy(two_tracks[0])  # another track's music: the swap is refused
+    core.send(c.Swap(0, other))
+    core.process(np.zeros((2, 128), np.float32))
+    assert core._tracks[0] is copy and core.released[-1] is other
 
 
 @linux
