@@ -99,14 +99,26 @@ def _input(api: int) -> rtmidi.MidiIn:
     return port
 
 
-def _commands(stream: Any, into: queue.SimpleQueue) -> None:
-    """The engine's lines, parsed, then None at the end of the stream."""
-    for line in stream:
-        try:
-            into.put(json.loads(line))
-        except ValueError:
-            print(f"MIDI ports: not a command: {line[:80]!r}", file=sys.stderr, flush=True)
-    into.put(None)
+def _listen(stream: Any) -> queue.SimpleQueue:
+    """A queue that a thread fills with the engine's lines from ``stream``, parsed, then None
+    at the end of the stream."""
+    into: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read() -> None:
+        for line in stream:
+            try:
+                into.put(json.loads(line))
+            except ValueError:
+                print(f"MIDI ports: not a command: {line[:80]!r}", file=sys.stderr, flush=True)
+        into.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return into
+
+
+def _say(out: Any, message: dict) -> None:
+    out.write(json.dumps(message) + "\n")
+    out.flush()
 
 
 def serve(api: int, name: str | None, commands: Any, out: Any) -> None:
@@ -114,13 +126,7 @@ def serve(api: int, name: str | None, commands: Any, out: Any) -> None:
     inputs = Ports(lambda: _input(api))
     outputs = Ports(lambda: rtmidi.MidiOut(rtapi=api, name=f"{CLIENT} LEDs"))
     arrival: dict[str, float] = {}  # per port: when its last message arrived
-    waiting: queue.SimpleQueue = queue.SimpleQueue()
-    threading.Thread(target=_commands, args=(commands, waiting), daemon=True).start()
-
-    def say(message: dict) -> None:
-        out.write(json.dumps(message) + "\n")
-        out.flush()
-
+    waiting = _listen(commands)
     try:
         while True:
             while not waiting.empty():
@@ -132,11 +138,11 @@ def serve(api: int, name: str | None, commands: Any, out: Any) -> None:
                         new = inputs.scan(name)
                         outputs.scan(name)
                     except Exception as err:  # noqa: BLE001 - rtmidi raises its own types
-                        say({"error": f"MIDI unavailable ({type(err).__name__}: {err})"})
+                        _say(out, {"error": f"MIDI unavailable ({type(err).__name__}: {err})"})
                         continue
                     for gone in set(arrival) - set(inputs.open):
                         del arrival[gone]
-                    say({"scanned": new, "open": list(inputs.open)})
+                    _say(out, {"scanned": new, "open": list(inputs.open)})
                 for data in command.get("send", ()):
                     for port in outputs.open.values():
                         port.send_message(data)
@@ -149,7 +155,7 @@ def serve(api: int, name: str | None, commands: Any, out: Any) -> None:
                     arrival[port_name] = now
                     events.append([port_name, data, now])
             if events:
-                say({"events": events})
+                _say(out, {"events": events})
             time.sleep(POLL_SECONDS)
     except BrokenPipeError:  # the engine is gone
         return
@@ -164,13 +170,11 @@ def clock(api: int, name: str, bpm: float, commands: Any, out: Any) -> None:
     try:
         names = matching(port.get_ports(), name)
         if not names:
-            out.write(json.dumps({"error": f"no MIDI output port matches {name}"}) + "\n")
+            _say(out, {"error": f"no MIDI output port matches {name}"})
             return
         port.open_port(port.get_ports().index(names[0]))
-        out.write(json.dumps({"clock": names[0]}) + "\n")
-        out.flush()
-        waiting: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(target=_commands, args=(commands, waiting), daemon=True).start()
+        _say(out, {"clock": names[0]})
+        waiting = _listen(commands)
         port.send_message(START)
         deadline = time.perf_counter()
         while True:
@@ -191,7 +195,6 @@ def clock(api: int, name: str, bpm: float, commands: Any, out: Any) -> None:
             else:
                 deadline = time.perf_counter()  # fell behind: restart the grid, no burst
     finally:
-        out.flush()
         port.delete()
 
 
