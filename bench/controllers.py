@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from engine.engine import Engine  # noqa: E402
 from engine.jackserver import dummy_jack  # noqa: E402
 from pythonosc.udp_client import SimpleUDPClient  # noqa: E402
 from bench.engine import SR  # noqa: E402
+from bench.web import tree_cpu_seconds  # noqa: E402
 from tests.flood_client import live_session  # noqa: E402
 
 SESSION_SECONDS, FLOOD_SECONDS = 12.0, 5.0
@@ -64,12 +64,6 @@ class TimedEngine(Engine):
         return 0.0  # every message is picked up: the bench measures transport, not takeover
 
 
-def ports_cpu(pid: int) -> float:
-    """CPU seconds the process ``pid`` has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def midi_latency(n: int) -> tuple[np.ndarray, float]:
     """Latencies (ms) of ``n`` messages, and the process's CPU (share of a core) while the
     input is open and idle: what reading the ports costs, in the engine's process and in the
@@ -81,9 +75,9 @@ async def midi_latency(n: int) -> tuple[np.ndarray, float]:
     midi = MidiInput(controller, "bench controller", backend)
     await midi.scan()
     await asyncio.sleep(0.2)
-    cpu, wall = time.process_time() + ports_cpu(midi.pid), time.perf_counter()
+    cpu, wall = time.process_time() + tree_cpu_seconds(midi.pid), time.perf_counter()
     await asyncio.sleep(IDLE_SECONDS)
-    idle = (time.process_time() + ports_cpu(midi.pid) - cpu) / (time.perf_counter() - wall)
+    idle = (time.process_time() + tree_cpu_seconds(midi.pid) - cpu) / (time.perf_counter() - wall)
     sent = []
     for i in range(n):
         sent.append(time.perf_counter())
