@@ -158,7 +158,8 @@ def live_session(device: int, seconds: float, controls: bool, flood_seconds: flo
                  rates: tuple[int, int] = (0, 0), seed: int = 6) -> dict:
     """``main.py`` live (the demo, the rule-based policy) on ``device`` for ``seconds``, with a
     client's ports present: with ``controls`` it listens to them (``--midi``, ``--osc``), and
-    the client floods for ``flood_seconds`` from a second after deck A starts playing. Returns
+    the client floods for ``flood_seconds`` from a second after deck A starts playing, listened
+    to or not (so that the client's own work is in both sides of a comparison). Returns
     what main.py said at the end (seconds played, xruns, callback load median and p99 in %) and
     ``steady_xruns``, those from a second after deck A started: starting (loading the decks,
     opening ports and connecting them) is not what a controller costs while the music plays."""
@@ -189,7 +190,7 @@ def live_session(device: int, seconds: float, controls: bool, flood_seconds: flo
                 if steady_from is None and playing and time.monotonic() > playing + 1.0 \
                         and (found := STATUS_XRUNS.search(line)):
                     steady_from = int(found.group(1))
-                    if controls and flood_seconds:
+                    if flood_seconds:
                         client.stdin.write("go\n")
                         client.stdin.flush()
         assert live.returncode == 0, "".join(output[-20:])
