@@ -744,6 +744,6 @@ window.addEventListener("resize", () => { cached.candidates = null; renderSoon()
 buildControls();
 connect();
 // One frame FRAME_MS apart for the text and the canvases together, not one more for each message
-// (up to 20 a second, which cost the browser a third of its CPU as frames of their own); nothing
-// is drawn that would look the same.
+// (up to 20 a second) on top of those: the browser may share the engine's cores. Nothing is drawn
+// that would look the same.
 setInterval(frame, FRAME_MS);
