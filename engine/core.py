@@ -262,7 +262,7 @@ class EngineCore:
     def _switch(self, d: int, track: Track) -> None:
         self._pos[d] = track.position_of(self._tracks[d].beat_at(self._pos[d], self.sample_rate),
                                          self.sample_rate)
-        self.released.append(self._tracks[d])
+        self._let_go(self._tracks[d])
         self._tracks[d] = track
         self._swaps[d] = None
 
@@ -419,7 +419,7 @@ class EngineCore:
                 self._let_go(self._swaps[c.deck])
                 self._swaps[c.deck] = c.track
             else:
-                self.released.append(c.track)
+                self._let_go(c.track)
         elif isinstance(c, Regrid):
             self._regrid(c.deck, c.analysis)
         elif isinstance(c, Load):
