@@ -4,6 +4,10 @@ sequences in, engine state and LED messages out; mapping files with clear errors
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +16,7 @@ import numpy as np
 import pytest
 
 from controllers.mapping import MappingError, load_mapping
-from controllers.midi import MidiController, MidiInput
+from controllers.midi import MidiClockOut, MidiController, MidiError, MidiInput
 from effects.params import PARAM_NAMES
 from engine.engine import Engine
 from tests.conftest import SR, loaded_engine, settle
@@ -229,7 +233,6 @@ def test_midi_learn_writes_a_valid_mapping_entry(tmp_path, jack_server, monkeypa
 
 
 def test_midi_clock_in_sets_the_tempo_and_clock_out_leads(two_tracks, jack_server):
-    from controllers.midi import MidiClockOut, MidiError
 
     engine = loaded_engine(two_tracks)
     c = MidiController(engine, load_mapping(PRESETS / "generic.yaml", PARAM_NAMES),
@@ -363,11 +366,6 @@ def test_the_ports_process_reports_its_end_and_never_outlives_the_engine(two_tra
                                                                          tmp_path):
     """The ports live in a process of their own: one that dies is said in ``error`` (the music
     goes on without it), and one whose engine is killed ends too (its input closes)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
     hardware = backend.open_output("ports process test", virtual=True)
     controller = MidiController(loaded_engine(two_tracks),
