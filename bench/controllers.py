@@ -131,7 +131,7 @@ def main() -> None:
     osc = asyncio.run(osc_latency(args.messages))
     results = {}
     if args.flood:
-        with dummy_jack(SR, 256) as device:
+        with dummy_jack(SR, 256, client=False) as device:
             xruns = flood_rounds(device, args.flood)
         for case, counts in xruns.items():
             print(f"main.py {SESSION_SECONDS:g} s, {case}: median {np.median(counts):g} xruns "

@@ -212,7 +212,7 @@ def load_runs(runs: int, hugepages_ab: bool = False) -> None:
     variants = {"huge_pages": {"NUMPY_MADVISE_HUGEPAGE": "1"},
                 "no_huge_pages": {"NUMPY_MADVISE_HUGEPAGE": "0"}} if hugepages_ab else {"": {}}
     results: dict[str, list[dict]] = {name: [] for name in variants}
-    with dummy_jack(SR, 256) as device:
+    with dummy_jack(SR, 256, client=False) as device:
         for _ in range(runs):
             for name, env in variants.items():
                 results[name].append(load_run(device, a, b, env_extra=env))

@@ -75,7 +75,8 @@ def live_set(paths: list[Path], tmp: Path) -> dict:
     m3u = tmp / "set.m3u"
     m3u.write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
     said, when, xruns = "", [], 0
-    with dummy_jack(44100, 256) as device:  # which names its server in our environment
+    # The server is named in our environment; main.py is its only client.
+    with dummy_jack(44100, 256, client=False) as device:
         env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"), "PYTHONUNBUFFERED": "1"}
         t0 = time.monotonic()
         with subprocess.Popen([sys.executable, "main.py", "--playlist", str(m3u), "--auto",

@@ -5,8 +5,10 @@
 ``main.py`` plays the demo (its two generated tracks, the rule-based policy, the transition it
 triggers by itself at bar 9) through a PortAudio stream on a JACK server with the dummy driver
 at 256 frames: without ``--web``; with it and a WebSocket client that reads every message and
-draws nothing (the server's cost alone); with it and headless Chromium showing the page. Each
-round runs all three. xruns are counted over ``--seconds`` of music from a second after deck A
+draws nothing (the server's cost alone); with it and headless Chromium open on a blank page,
+nobody connected (the browser's cost alone); with it and headless Chromium showing the page. Each
+round runs all four. main.py is the JACK server's only client: this process leaves the graph
+once the device is found. xruns are counted over ``--seconds`` of music from a second after deck A
 starts (as bench/controllers.py counts them: starting, which loads the decks and opens the
 stream, is left out); the page is connected before the count starts and stays to its end,
 drawing both decks, the candidates and, from bar 10, the running transition. Reported per case:
@@ -98,19 +100,20 @@ async def read():
             pass
 asyncio.run(read())
 """
-CASES = ("without", "reader", "with page")
+CASES = ("without", "reader", "blank browser", "with page")
 
 
 def session(device: int, seconds: float, case: str, screenshot: Path | None) -> dict:
-    """One run of main.py: without --web, with a reader of its feedback, or with Chromium
-    showing its web view throughout."""
+    """One run of main.py: without --web, with a reader of its feedback, with Chromium open on
+    a blank page beside it (what the browser costs by being there), or with Chromium showing
+    its web view throughout."""
     # --no-log: a benchmark's transitions are no performer's examples.
     args = ["--checkpoint", "none", "--no-log", "--device", str(device)] + (
         ["--web", "0"] if case != "without" else [])
     with LiveMain(args, {"PYTHONFAULTHANDLER": "1"}) as live:
-        if case == "with page":
+        if case in ("with page", "blank browser"):
             with chromium() as browser:
-                browser.get(live.web_url(120))
+                browser.get(live.web_url(120) if case == "with page" else "about:blank")
                 return _count(live, seconds, browser, screenshot)
         if case == "reader":
             reader = subprocess.Popen([sys.executable, "-c", READER, live.web_url(120)])
@@ -129,7 +132,8 @@ def _count(live: LiveMain, seconds: float, browser, screenshot: Path | None) -> 
     cpu0 = tree_cpu_seconds(live.process.pid)
     chrome = browser.service.process.pid if browser is not None else None
     chrome0 = tree_cpu_seconds(chrome) if chrome else 0.0
-    bytes0 = browser.execute_script("return automix.bytesReceived") if browser else 0
+    page = browser is not None and browser.execute_script("return 'automix' in window")
+    bytes0 = browser.execute_script("return automix.bytesReceived") if page else 0
     shot = screenshot
     while time.monotonic() - t0 < seconds:
         if shot is not None and browser.execute_script(
@@ -147,6 +151,7 @@ def _count(live: LiveMain, seconds: float, browser, screenshot: Path | None) -> 
               "main_cpu": round((tree_cpu_seconds(live.process.pid) - cpu0) / elapsed, 3)}
     if browser is not None:
         result["chromium_cpu"] = round((tree_cpu_seconds(chrome) - chrome0) / elapsed, 3)
+    if page:
         received = browser.execute_script("return automix.bytesReceived") - bytes0
         result["page_kb_per_s"] = round(received / elapsed / 1000, 2)
     stop(live)
@@ -160,7 +165,7 @@ def main() -> None:
     parser.add_argument("--screenshot", type=Path, help="PNG of the page mid-transition")
     args = parser.parse_args()
     runs: dict[str, list[dict]] = {case: [] for case in CASES}
-    with dummy_jack(44100, 256) as device:
+    with dummy_jack(44100, 256, client=False) as device:
         for k in range(args.rounds):
             for case in runs:
                 result = session(device, args.seconds, case,
@@ -176,7 +181,9 @@ def main() -> None:
               f"{np.median([r['main_cpu'] for r in results]):.2f}" + (
                   f", Chromium CPU {np.median([r['chromium_cpu'] for r in results]):.2f}, page "
                   f"{np.median([r['page_kb_per_s'] for r in results]):.1f} kB/s"
-                  if case == "with page" else ""))
+                  if case == "with page" else
+                  f", Chromium CPU {np.median([r['chromium_cpu'] for r in results]):.2f}"
+                  if case == "blank browser" else ""))
         summary[case] = results
     print(json.dumps(summary))
 

@@ -13,8 +13,15 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def dummy_jack(sample_rate: int = 44100, period: int = 256) -> Iterator[int]:
-    """Run ``jackd -d dummy`` under a private name; yields PortAudio's JACK output device."""
+def dummy_jack(sample_rate: int = 44100, period: int = 256, *,
+               client: bool = True) -> Iterator[int]:
+    """Run ``jackd -d dummy`` under a private name; yields PortAudio's JACK output device.
+
+    While PortAudio is initialised with the server up, its JACK host API holds an active client
+    that JACK wakes every period, streams or not. ``client=False`` closes it once the device is
+    found, for a caller whose audio runs in another process (``main.py`` in a benchmark): a user's
+    session has no such client, and each one more is one more real-time thread that must be
+    scheduled in every period."""
     import sounddevice as sd
 
     if shutil.which("jackd") is None:
@@ -26,6 +33,7 @@ def dummy_jack(sample_rate: int = 44100, period: int = 256) -> Iterator[int]:
                             stderr=subprocess.PIPE)
     previous = os.environ.get("JACK_DEFAULT_SERVER")
     os.environ["JACK_DEFAULT_SERVER"] = name
+    attached = True  # this process's PortAudio, initialised again below with the server up
     try:
         for _ in range(50):
             time.sleep(0.1)
@@ -33,13 +41,18 @@ def dummy_jack(sample_rate: int = 44100, period: int = 256) -> Iterator[int]:
             sd._initialize()
             jack = [i for i, api in enumerate(sd.query_hostapis()) if "JACK" in api["name"]]
             if jack and sd.query_hostapis(jack[0])["devices"]:
+                device = sd.query_hostapis(jack[0])["default_output_device"]
                 break
         else:
             proc.kill()
             raise RuntimeError(f"jackd did not come up: {proc.stderr.read().decode()[-500:]}")
-        yield sd.query_hostapis(jack[0])["default_output_device"]
+        if not client:
+            sd._terminate()
+            attached = False
+        yield device
     finally:
-        sd._terminate()  # PortAudio's JACK client must close before the server goes
+        if attached:
+            sd._terminate()  # PortAudio's JACK client must close before the server goes
         proc.terminate()
         try:
             proc.wait(timeout=10)
