@@ -174,16 +174,15 @@ def main() -> None:
                 print(f"round {k + 1}, {case}: {result}", flush=True)
     summary = {}
     for case, results in runs.items():
+        median = {key: float(np.median([r[key] for r in results])) for key in results[0]}
         xruns = [r["xruns"] for r in results]
         print(f"main.py, {args.seconds:g} s counted, {case}: median {np.median(xruns):g} xruns "
-              f"{xruns}, callback load median {np.median([r['load_median'] for r in results]):g}"
-              f" %, p99 {np.median([r['load_p99'] for r in results]):g} %, main.py CPU "
-              f"{np.median([r['main_cpu'] for r in results]):.2f}" + (
-                  f", Chromium CPU {np.median([r['chromium_cpu'] for r in results]):.2f}, page "
-                  f"{np.median([r['page_kb_per_s'] for r in results]):.1f} kB/s"
-                  if case == "with page" else
-                  f", Chromium CPU {np.median([r['chromium_cpu'] for r in results]):.2f}"
-                  if case == "blank browser" else ""))
+              f"{xruns}, callback load median {median['load_median']:g} %, p99 "
+              f"{median['load_p99']:g} %, main.py CPU {median['main_cpu']:.2f}"
+              + (f", Chromium CPU {median['chromium_cpu']:.2f}" if "chromium_cpu" in median
+                 else "")
+              + (f", page {median['page_kb_per_s']:.1f} kB/s" if "page_kb_per_s" in median
+                 else ""))
         summary[case] = results
     print(json.dumps(summary))
 
