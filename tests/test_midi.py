@@ -233,7 +233,6 @@ def test_midi_learn_writes_a_valid_mapping_entry(tmp_path, jack_server, monkeypa
 
 
 def test_midi_clock_in_sets_the_tempo_and_clock_out_leads(two_tracks, jack_server):
-
     engine = loaded_engine(two_tracks)
     c = MidiController(engine, load_mapping(PRESETS / "generic.yaml", PARAM_NAMES),
                        follow_clock=True)
