@@ -11,9 +11,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from analysis.cache import AnalysisCache
+from analysis.track import ANALYSIS_VERSION, analyze
 from engine import core as c
 from engine.release import free_pages, release
-from tests.conftest import SR, loaded_engine, settle
+from tests.conftest import SR, loaded_engine, settle, stem_decks
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise: Linux only")
 
@@ -69,6 +71,37 @@ def test_the_engine_frees_what_nobody_else_holds(two_tracks):
         engine.poll()
         assert engine._releasing.result(timeout=10) == 1  # freed page by page
         assert stems() is None and not engine.core.released
+    finally:
+        engine.close()
+
+
+@linux
+def test_a_track_read_from_the_analysis_cache_is_freed_too(tmp_path):
+    """Every track a live engine plays is read back from the analysis cache, where its stems are
+    a reshaped view of the decoded array: those pages go back too (they were left to free(),
+    with the GIL held, at every transition's end of a set), and not while another holder's
+    view of them is still there."""
+    folder = stem_decks(tmp_path, bars=6)[0]
+    cache = AnalysisCache(tmp_path / "cache", version=ANALYSIS_VERSION)
+    analyze(folder, SR, cache=cache)
+    engine = loaded_engine([])
+    try:
+        for kept in (True, False):
+            track = engine.make_track(analyze(folder, SR, cache=cache))
+            assert track.stems.base is not None  # the cache's view, as the engine gets it
+            view = track.stems[2] if kept else None  # what a reader of the vocals would hold
+            engine.put_track(0, track)
+            stems = weakref.ref(track.stems)
+            del track
+            settle(engine)
+            engine.eject("a")
+            settle(engine)
+            engine.poll()
+            assert engine._releasing.result(timeout=10) == (0 if kept else 1)
+            if kept:
+                assert view.any()  # still the music
+            else:
+                assert stems() is None
     finally:
         engine.close()
 
