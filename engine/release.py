@@ -59,28 +59,37 @@ def free_pages(array: np.ndarray) -> bool:
 
 def release(tracks: deque[Track]) -> int:
     """Let go of the tracks in ``tracks`` (the core's ``released``), freeing the pages of stems
-    that nothing else holds; returns how many stems were freed that way."""
+    that nothing else holds; returns how many stem arrays were freed that way."""
     freed = 0
     while tracks:
         freed += _release(tracks.popleft())
     return freed
 
 
-def _release(track: Track) -> bool:
-    # The references counted, beside getrefcount's own argument: this frame's, for the track;
-    # the track's attribute and its analysis's (the same array, unless a copy was made), for
-    # the stems; the stems' ``base``, for the array that owns their memory. The analysis, which
-    # a key-lock copy shares, must be this track's alone. One more anywhere (a deck's other
-    # copy, a view, the engine's list) and the stems are left alone.
-    stems, analysis = track.stems, track.analysis
-    in_analysis = analysis.stems is stems
-    if sys.getrefcount(track) > 2 or (in_analysis and sys.getrefcount(analysis) > 3):
-        return False
-    # Here: the track's, the analysis's, the local name's and the argument.
-    if sys.getrefcount(stems) > 3 + in_analysis:
-        return False
-    owner = stems.base
-    # The owner's: the stems' base, the local name's and the argument.
-    if isinstance(owner, np.ndarray) and sys.getrefcount(owner) > 3:
-        return False
-    return free_pages(stems)
+def _release(track: Track) -> int:
+    # References counted beside getrefcount's own argument. The track: this frame's. Its
+    # analysis: the track's attribute and the name here (a key-lock copy shares its original's
+    # analysis, whose stems are the original's). Stems: their holders' attributes and the name
+    # here; the array that owns a view's memory: see _base_alone. One more anywhere (a deck's
+    # other copy, a view, the engine's list) and those stems are left alone.
+    if sys.getrefcount(track) > 2:
+        return 0
+    analysis, stems = track.analysis, track.stems
+    analysis_alone = sys.getrefcount(analysis) <= 3
+    original = analysis.stems
+    if original is stems:  # the track's own analysis: the one array, held by both
+        del original
+        return int(analysis_alone and sys.getrefcount(stems) <= 4 and _base_alone(stems)
+                   and free_pages(stems))
+    freed = int(sys.getrefcount(stems) <= 3 and _base_alone(stems) and free_pages(stems))
+    # A copy let go after its original: the original's stems go with it.
+    if analysis_alone and sys.getrefcount(original) <= 3 and _base_alone(original):
+        freed += free_pages(original)
+    return freed
+
+
+def _base_alone(array: np.ndarray) -> bool:
+    """Whether the array that owns a view's memory is held by the view alone (its ``base``
+    and the name here); True for an array that owns its memory."""
+    base = array.base
+    return not isinstance(base, np.ndarray) or sys.getrefcount(base) <= 3

@@ -14,6 +14,7 @@ import pytest
 from analysis.cache import AnalysisCache
 from analysis.track import ANALYSIS_VERSION, analyze
 from engine import core as c
+from engine.deck import stretched_track, track_from_analysis
 from engine.release import free_pages, release
 from tests.conftest import SR, loaded_engine, settle, stem_decks
 
@@ -75,20 +76,26 @@ def test_the_engine_frees_what_nobody_else_holds(two_tracks):
         engine.close()
 
 
-@linux
-def test_a_track_read_from_the_analysis_cache_is_freed_too(tmp_path):
-    """Every track a live engine plays is read back from the analysis cache, where its stems are
-    a reshaped view of the decoded array: those pages go back too (they were left to free(),
-    with the GIL held, at every transition's end of a set), and not while another holder's
-    view of them is still there."""
-    folder = stem_decks(tmp_path, bars=6)[0]
-    cache = AnalysisCache(tmp_path / "cache", version=ANALYSIS_VERSION)
+@pytest.fixture(scope="module")
+def read_back(tmp_path_factory):
+    """Reads a generated track's analysis back from the analysis cache, as the live engine gets
+    every track it plays: the stems are a reshaped view of the decoded array."""
+    tmp = tmp_path_factory.mktemp("cached")
+    folder = stem_decks(tmp, bars=6)[0]
+    cache = AnalysisCache(tmp / "cache", version=ANALYSIS_VERSION)
     analyze(folder, SR, cache=cache)
+    return lambda: analyze(folder, SR, cache=cache)
+
+
+@linux
+def test_a_track_read_from_the_analysis_cache_is_freed_too(read_back):
+    """Those pages go back too (they were left to free(), with the GIL held, at every
+    transition's end of a set), and not while another holder's view of them is still there."""
     engine = loaded_engine([])
     try:
         for kept in (True, False):
-            track = engine.make_track(analyze(folder, SR, cache=cache))
-            assert track.stems.base is not None  # the cache's view, as the engine gets it
+            track = engine.make_track(read_back())
+            assert track.stems.base is not None
             view = track.stems[2] if kept else None  # what a reader of the vocals would hold
             engine.put_track(0, track)
             stems = weakref.ref(track.stems)
@@ -104,6 +111,22 @@ def test_a_track_read_from_the_analysis_cache_is_freed_too(tmp_path):
                 assert stems() is None
     finally:
         engine.close()
+
+
+@linux
+def test_a_key_lock_copy_let_go_last_takes_its_original_along(read_back):
+    """Once the engine has let an original go, a deck playing its key-lock copy holds it only
+    through the analysis they share: the copy's release frees both arrays, and only the copy's
+    while anything else still holds the original."""
+    for held in (True, False):
+        original = track_from_analysis(read_back())
+        # A copy of its own stems (a real one is a stretch played from the file it lies in).
+        released = deque([stretched_track(original, original.stems[..., ::2].copy())])
+        kept = original if held else None
+        del original
+        assert release(released) == (1 if held else 2)
+        if held:
+            assert kept.stems.any()
 
 
 def test_stems_held_elsewhere_are_left_as_they_are(two_tracks):
