@@ -77,7 +77,11 @@ class StretchJob:
         self._lock = threading.Lock()  # between cancel() and the thread starting the process
         self._cancelled = False
         self._process: subprocess.Popen | None = None
-        self._thread = threading.Thread(target=self._run, args=(stems, sample_rate, done),
+        # Held until copied for the child, then let go: a deck may let its track go while the
+        # child stretches (an eject, a set's transition's end), and the stems must then go with
+        # the release thread (engine/release.py), not with this thread when it ends.
+        self._stems: np.ndarray | None = stems
+        self._thread = threading.Thread(target=self._run, args=(sample_rate, done),
                                         daemon=True, name="key-lock")
         self._thread.start()
 
@@ -90,25 +94,28 @@ class StretchJob:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
-    def _run(self, stems: np.ndarray, sample_rate: int, done) -> None:
+    def _run(self, sample_rate: int, done) -> None:
         try:
-            result: np.ndarray | BaseException | None = self._stretch(stems, sample_rate)
+            result: np.ndarray | BaseException | None = self._stretch(sample_rate)
         except Exception as err:  # noqa: BLE001 - handed to done()
             result = err
         if not self._cancelled and result is not None:
             done(self, result)
 
-    def _stretch(self, stems: np.ndarray, sample_rate: int) -> np.ndarray | None:
+    def _stretch(self, sample_rate: int) -> np.ndarray | None:
+        stems, self._stems = self._stems, None
+        shape = stems.shape
         scratch = _scratch_dir(stems.nbytes)
         in_memory = scratch is not None
         with tempfile.TemporaryDirectory(prefix="automix-keylock-", dir=scratch) as tmp:
             src, dst = os.path.join(tmp, "in.f32"), os.path.join(tmp, "out.f32")
-            np.memmap(src, np.float32, "w+", shape=stems.shape)[:] = stems
+            np.memmap(src, np.float32, "w+", shape=shape)[:] = stems
+            del stems
             with self._lock:
                 if self._cancelled:
                     return None
                 self._process = subprocess.Popen(
-                    [sys.executable, "-m", "engine.stretch", src, dst, *map(str, stems.shape),
+                    [sys.executable, "-m", "engine.stretch", src, dst, *map(str, shape),
                      repr(self.factor), str(sample_rate)], cwd=_PROJECT,
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             _, err = self._process.communicate()
@@ -118,8 +125,8 @@ class StretchJob:
                 lines = err.decode(errors="replace").strip().splitlines()
                 why = lines[-1] if lines else f"exit code {self._process.returncode}"
                 raise RuntimeError(f"time-stretch to {self.factor:.4f}x failed: {why}")
-            per_sample = stems.shape[0] * stems.shape[1] * 4
-            shape = (*stems.shape[:2], os.path.getsize(dst) // per_sample)
+            per_sample = shape[0] * shape[1] * 4
+            shape = (*shape[:2], os.path.getsize(dst) // per_sample)
             if in_memory:
                 return _mapped(dst, shape)
             out = np.empty(shape, dtype=np.float32)

@@ -8,6 +8,7 @@ import gc
 import shutil
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +231,25 @@ def test_a_stretch_job_in_a_process_returns_what_this_thread_would_make():
     job.cancel()
     job.join()
     assert not finished.is_set() and not results
+
+
+def test_a_stretch_job_lets_go_of_the_stems_once_the_child_has_them():
+    """A track let go while its copy is made (an eject, a set's transition's end) leaves memory
+    with the release thread: the job holds its stems only until they are copied for the child.
+    It used to hold them to its end, and its thread freed them, the GIL held."""
+    stems = tone_stems(TONE, 1.0, stem=3)
+    held, finished = [], threading.Event()
+    let_go = weakref.ref(stems)
+
+    def done(job, result):
+        gc.collect()
+        held.append(let_go() is not None)
+        finished.set()
+
+    StretchJob(stems, 0.9, SR, done)
+    del stems
+    assert finished.wait(60)
+    assert held == [False]
 
 
 def test_main_renders_with_key_lock(tmp_path, capsys, monkeypatch):
