@@ -564,11 +564,13 @@ class Engine:
             self._take_kept(*result)
         status = self.core.status
         new = status.events - self._last_events
+        finished = False
         if new:
             self._last_events = status.events
             for what, clock in list(self.core.events)[-new:]:
                 seconds = clock / self.config.sample_rate
                 self.messages.add(f"{what.replace('_', ' ')} at {seconds:.2f} s")
+                finished |= what == "transition_finished"
             if status.on_air != self._on_air:
                 self._on_air = status.on_air
                 self.plan = None  # the next transition goes the other way
@@ -579,7 +581,11 @@ class Engine:
             self.messages.add(f"audio errors: {status.errors} (last: {status.last_error})")
         if self.core.released and (self._releasing is None or self._releasing.done()):
             self._releasing = self._releases.submit(release, self.core.released)
-        self._update_key_lock()
+        if not finished:
+            # Key lock waits a poll: a set empties the deck the transition left right after
+            # this one (DjSet.tick), and a copy aimed at its stopped track now would copy 400 MB
+            # for the stretcher, for nothing, as the next track loads.
+            self._update_key_lock()
         self._log_ended()
         return self.messages.drain()
 

@@ -184,6 +184,41 @@ def test_the_tempo_ramps_over_a_transition_to_the_next_track_s_own(tmp_path, mon
     assert [p.index for p in dj.played] == [0, 1]
 
 
+def test_key_lock_makes_no_copy_of_a_track_the_set_lets_go(tmp_path, monkeypatch):
+    """At a transition's end the set empties the deck that went off air. Key lock used to aim a
+    copy at that stopped track first (in sync with the new one), and live that copied its 400 MB
+    for the stretcher as the next track loaded, for nothing. Offline the stretches run in this
+    thread, so every one is seen: only the incoming track's, for the transition."""
+    import engine.keylock as keylock
+    from engine.config import EngineConfig
+    from engine.djset import DjSet
+    from engine.engine import Engine
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    paths = write_tracks(tmp_path / "music", [SET[1], SET[0]], bars=16)
+    engine = Engine(EngineConfig(candidates=1, steps=2, checkpoint="none", log=False))
+    engine.set_bars(4)
+    engine.set_key_lock(True)
+    dj = DjSet(engine, paths, auto=True)
+    dj.analyse_all()
+    stretched, stretch = [], keylock.stretch_stems
+
+    def spy(stems, factor, sample_rate):  # the real stretch, each one's track noted
+        deck = next(d for d in (0, 1) if engine.tracks[d] is not None
+                    and engine.tracks[d].stems is stems)
+        stretched.append(dj.decks[deck])
+        return stretch(stems, factor, sample_rate)
+
+    monkeypatch.setattr(keylock, "stretch_stems", spy)
+    block = np.zeros((2, 4096), np.float32)
+    while not dj.finished and engine.core.status.clock < 120 * SR:
+        engine.poll()
+        dj.tick()
+        engine.core.process(block)
+    assert dj.finished and [p.index for p in dj.played] == [0, 1]
+    assert stretched == [1]  # deck B's (the second track), to play in sync at 120 BPM
+
+
 def test_the_performer_skips_and_chooses_the_next_track(tmp_path, monkeypatch):
     from engine.config import EngineConfig
     from engine.djset import DjSet
