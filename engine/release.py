@@ -1,8 +1,9 @@
 """Giving a deck's stems back to the system away from the audio callback.
 
 A track's stems are hundreds of megabytes. Whichever thread drops their last reference frees
-them, and numpy frees with the GIL held: 25 ms for 400 MB here, four callback periods at 256
-frames, an xrun each time a set let a played track go in the callback. So the core hands every
+them, and numpy frees with the GIL held: 25 ms for 400 MB here one day (four callback periods
+at 256 frames, an xrun each time a set let a played track go in the callback), 2.5-6 ms
+another, with huge pages (README, DJ set). So the core hands every
 track it lets go to ``EngineCore.released`` instead, and the engine's release thread frees them
 here, page range by page range, each ``madvise`` a foreign call that runs without the GIL.
 """

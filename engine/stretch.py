@@ -126,11 +126,11 @@ class StretchJob:
                 why = lines[-1] if lines else f"exit code {self._process.returncode}"
                 raise RuntimeError(f"time-stretch to {self.factor:.4f}x failed: {why}")
             per_sample = shape[0] * shape[1] * 4
-            shape = (*shape[:2], os.path.getsize(dst) // per_sample)
+            stretched = (*shape[:2], os.path.getsize(dst) // per_sample)
             if in_memory:
-                return _mapped(dst, shape)
-            out = np.empty(shape, dtype=np.float32)
-            out[:] = np.memmap(dst, np.float32, "r", shape=shape)
+                return _mapped(dst, stretched)
+            out = np.empty(stretched, dtype=np.float32)
+            out[:] = np.memmap(dst, np.float32, "r", shape=stretched)
             return out
 
 
