@@ -37,6 +37,36 @@ def write_tracks(folder: Path, specs=SET, bars: int = 24) -> list[Path]:
     return paths
 
 
+def offline_engine(tmp_path: Path, monkeypatch):
+    """An engine without a worker (analysis, plans and key lock in this thread), its analysis
+    cache under ``tmp_path``."""
+    from engine.config import EngineConfig
+    from engine.engine import Engine
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return Engine(EngineConfig(candidates=1, steps=2, checkpoint="none", log=False))
+
+
+def step(engine, dj) -> None:
+    """One turn of the loop as the live session runs it, with one block of audio rendered."""
+    engine.poll()
+    dj.tick()
+    engine.core.process(np.zeros((2, 4096), np.float32))
+
+
+def auto_mixed(tmp_path: Path, monkeypatch, key_lock: bool = False):
+    """A set of two 16-bar tracks, 120 then 128 BPM, auto-mixed in 4-bar transitions, analysed
+    and ready to step through."""
+    from engine.djset import DjSet
+
+    engine = offline_engine(tmp_path, monkeypatch)
+    engine.set_bars(4)
+    engine.set_key_lock(key_lock)
+    dj = DjSet(engine, write_tracks(tmp_path / "music", [SET[1], SET[0]], bars=16), auto=True)
+    dj.analyse_all()
+    return engine, dj
+
+
 def summary(name: str, bpm: float, key: int, lufs: float = -10.0, drop: float = 0.5):
     return TrackSummary(name, bpm, key, lufs, 200.0, (("drop", 0.0, 200.0 * drop),
                                                        ("outro", 200.0 * drop, 200.0)), 0.9)
@@ -156,22 +186,10 @@ def test_cue_times_are_minutes_seconds_and_frames():
 def test_the_tempo_ramps_over_a_transition_to_the_next_track_s_own(tmp_path, monkeypatch):
     """Offline, tick by tick as the loop runs it: the outgoing deck speeds up from 120 to
     128 BPM through the transition; afterwards the incoming track plays at its own tempo."""
-    from engine.config import EngineConfig
-    from engine.djset import DjSet
-    from engine.engine import Engine
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    paths = write_tracks(tmp_path / "music", [SET[1], SET[0]], bars=16)
-    engine = Engine(EngineConfig(candidates=1, steps=2, checkpoint="none", log=False))
-    engine.set_bars(4)
-    dj = DjSet(engine, paths, auto=True)
-    dj.analyse_all()
-    block = np.zeros((2, 4096), np.float32)
+    engine, dj = auto_mixed(tmp_path, monkeypatch)
     rates, phases = [], []
     while not dj.finished and engine.core.status.clock < 120 * SR:
-        engine.poll()
-        dj.tick()
-        engine.core.process(block)
+        step(engine, dj)
         s = engine.core.status
         phases.append(s.phase)
         if s.phase == "running":
@@ -190,17 +208,8 @@ def test_key_lock_makes_no_copy_of_a_track_the_set_lets_go(tmp_path, monkeypatch
     for the stretcher as the next track loaded, for nothing. Offline the stretches run in this
     thread, so every one is seen: only the incoming track's, for the transition."""
     import engine.keylock as keylock
-    from engine.config import EngineConfig
-    from engine.djset import DjSet
-    from engine.engine import Engine
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    paths = write_tracks(tmp_path / "music", [SET[1], SET[0]], bars=16)
-    engine = Engine(EngineConfig(candidates=1, steps=2, checkpoint="none", log=False))
-    engine.set_bars(4)
-    engine.set_key_lock(True)
-    dj = DjSet(engine, paths, auto=True)
-    dj.analyse_all()
+    engine, dj = auto_mixed(tmp_path, monkeypatch, key_lock=True)
     stretched, stretch = [], keylock.stretch_stems
 
     def spy(stems, factor, sample_rate):  # the real stretch, each one's track noted
@@ -210,32 +219,23 @@ def test_key_lock_makes_no_copy_of_a_track_the_set_lets_go(tmp_path, monkeypatch
         return stretch(stems, factor, sample_rate)
 
     monkeypatch.setattr(keylock, "stretch_stems", spy)
-    block = np.zeros((2, 4096), np.float32)
     while not dj.finished and engine.core.status.clock < 120 * SR:
-        engine.poll()
-        dj.tick()
-        engine.core.process(block)
+        step(engine, dj)
     assert dj.finished and [p.index for p in dj.played] == [0, 1]
     assert stretched == [1]  # deck B's (the second track), to play in sync at 120 BPM
 
 
 def test_the_performer_skips_and_chooses_the_next_track(tmp_path, monkeypatch):
-    from engine.config import EngineConfig
     from engine.djset import DjSet
-    from engine.engine import Engine
     from engine.session import press
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    engine = offline_engine(tmp_path, monkeypatch)
     paths = write_tracks(tmp_path / "music", bars=16)
-    engine = Engine(EngineConfig(candidates=1, steps=2, checkpoint="none", log=False))
     assert "no playlist" in press(engine, "n")
     dj = DjSet(engine, paths)
     dj.analyse_all()
-    block = np.zeros((2, 4096), np.float32)
     for _ in range(3):
-        engine.poll()
-        dj.tick()
-        engine.core.process(block)
+        step(engine, dj)
     assert engine.tracks[0].name == paths[0].name and engine.tracks[1].name == paths[1].name
     assert engine.feedback_state()["/playlist/next"] == paths[1].name
     assert press(engine, "n") is None  # skip track 2: track 3 goes onto deck B
@@ -243,9 +243,7 @@ def test_the_performer_skips_and_chooses_the_next_track(tmp_path, monkeypatch):
     engine.playlist_browse(-1)  # the selection wraps round to track 4
     engine.playlist_load_selected()
     for _ in range(2):
-        engine.poll()
-        dj.tick()
-        engine.core.process(block)
+        step(engine, dj)
     assert engine.tracks[1].name == paths[3].name
     assert [row["number"] for row in dj.queue_view()] == [4, 3]
     assert "3." in "\n".join(dj.tracklist()) and engine.core.status.playing[0]
