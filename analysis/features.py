@@ -18,6 +18,7 @@ from .key import key_one_hot
 
 FRAMES_PER_BEAT = 4
 N_MELS = 128
+N_BANDS = 32  # the level bands of stem_band_db
 STRUCTURE_LABELS = ("intro", "verse", "chorus", "drop", "bridge", "outro")
 MEL_RATE = 22050
 MEL_HOP = 256
@@ -79,14 +80,33 @@ def _per_frame(values: np.ndarray, times: np.ndarray, rate: float) -> np.ndarray
 
 
 def stem_mels(stems: np.ndarray, sample_rate: int, times: np.ndarray) -> np.ndarray:
-    """Log-mel spectra of the four stems (mono), averaged per frame -> [4, 128, T]."""
+    """Log-mel spectra of the four stems (mono), averaged per frame -> [4, 128, T].
+
+    Clipped to [-80, 0] dB of power 1, the model's conditioning: the loudest cells of a
+    mastered track (about a tenth of them) read 0 dB. ``stem_band_db`` keeps the level."""
+    power = _mel_power(stems, sample_rate, times, N_MELS)
+    return (librosa.power_to_db(power, ref=1.0, top_db=None).clip(-80.0, 0.0) / 80.0
+            + 1.0).astype(np.float32)
+
+
+def stem_band_db(stems: np.ndarray, sample_rate: int, times: np.ndarray,
+                 n_bands: int = N_BANDS) -> np.ndarray:
+    """Power of the four stems (mono) in ``n_bands`` mel bands, averaged per frame, in dB with
+    no ceiling -> [4, n_bands, T]: what the mixer's effect on the mix's level is computed from
+    (model.heard)."""
+    power = _mel_power(stems, sample_rate, times, n_bands)
+    return librosa.power_to_db(power, ref=1.0, amin=1e-12, top_db=None).astype(np.float32)
+
+
+def _mel_power(stems: np.ndarray, sample_rate: int, times: np.ndarray,
+               n_mels: int) -> np.ndarray:
+    """Mel power spectra (slaney-normalised filters) of the four stems' mono sum at
+    ``MEL_RATE``, averaged over each time-base frame -> [4, n_mels, T]."""
     mono = librosa.resample(stems.mean(axis=1), orig_sr=sample_rate, target_sr=MEL_RATE,
                             res_type="soxr_hq", axis=-1)
     power = librosa.feature.melspectrogram(y=mono, sr=MEL_RATE, hop_length=MEL_HOP,
-                                           n_mels=N_MELS)
-    per_frame = _per_frame(power, times, MEL_RATE / MEL_HOP)
-    return (librosa.power_to_db(per_frame, ref=1.0, top_db=None).clip(-80.0, 0.0) / 80.0
-            + 1.0).astype(np.float32)
+                                           n_mels=n_mels)
+    return _per_frame(power, times, MEL_RATE / MEL_HOP)
 
 
 # Samples per block of frame_rms: its float64 temporaries stay a few MB.

@@ -87,6 +87,18 @@ def response_at(coeffs: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
 _RESPONSE_CHUNK = 1 << 21
 
 
+def power_response_at(coeffs: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """Power response |H|^2 [..., M] of biquad cascades [..., K, 5] at angular frequencies [M]
+    (radians per sample), in real arithmetic: |b0 + b1 z^-1 + b2 z^-2|^2 on the unit circle is
+    b0^2 + b1^2 + b2^2 + 2 (b0 b1 + b1 b2) cos w + 2 b0 b2 cos 2w. An order of magnitude
+    cheaper than ``response_at`` with its gradient, for losses that only hear power."""
+    cos1, cos2 = omega.cos(), (2.0 * omega).cos()
+    b0, b1, b2, a1, a2 = (c[..., None] for c in coeffs.unbind(-1))  # [..., K, 1] each
+    numerator = b0 * b0 + b1 * b1 + b2 * b2 + 2.0 * (b0 * b1 + b1 * b2) * cos1 + 2.0 * b0 * b2 * cos2
+    denominator = 1.0 + a1 * a1 + a2 * a2 + 2.0 * (a1 + a1 * a2) * cos1 + 2.0 * a2 * cos2
+    return (numerator / denominator).prod(dim=-2)
+
+
 def biquad_cascade_response(coeffs: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
     """Response [R, M] of biquad cascades [R, K, 5] at z^-1 = ``z1`` [M], each biquad
     evaluated on its own (see ``response_at``, which chunks it for memory)."""

@@ -54,7 +54,6 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import pyloudnorm
 import scipy.signal
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
@@ -62,6 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.features import frame_rms
 from analysis.key import compatible
+from analysis.loudness import k_weighting_filters
 from effects import DifferentiableMixer, MixerConfig
 from effects.differentiable import response_at, sample_curves
 from effects.filters import biquad_coefficients
@@ -76,9 +76,6 @@ END_PARAMS = np.arange(N_DECK_PARAMS, N_PARAMS)
 # Levels of silence, so that logarithms stay finite.
 _FLOOR_DB = -120.0
 _EPS = 10.0 ** (_FLOOR_DB / 10)
-# BS.1770's K-weighting: a +4 dB shelf above 1.5 kHz (the head) and a high-pass at 38 Hz (RLB),
-# as pyloudnorm's Meter builds it.
-_K_WEIGHTING = (("high_shelf", 4.0, 1 / np.sqrt(2), 1500.0), ("high_pass", 0.0, 0.5, 38.0))
 # Where clicks are looked for (Hz): see ``find_clicks``.
 _CLICK_BAND_HZ = (2000.0, 8000.0)
 # The mixer's gain in a band is its response averaged over this many log-spaced frequencies.
@@ -289,9 +286,8 @@ def short_term_loudness(audio: np.ndarray, sample_rate: int,
     """
     config = config or CriticConfig()
     weighted = np.asarray(audio, dtype=np.float64)
-    for kind, gain_db, q, freq_hz in _K_WEIGHTING:
-        weighted = pyloudnorm.IIRfilter(gain_db, q, freq_hz, sample_rate, kind).apply_filter(
-            weighted)
+    for k_filter in k_weighting_filters(sample_rate):
+        weighted = k_filter.apply_filter(weighted)
     # Front channels weigh 1 in BS.1770; mean square summed over channels.
     power = np.concatenate([[0.0], np.cumsum((weighted ** 2).sum(axis=0))])
     n = weighted.shape[-1]

@@ -52,6 +52,28 @@ class DiffusionConfig(BaseModel):
     prediction: Literal["epsilon", "v"] = "v"
 
 
+class HeardConfig(BaseModel):
+    """The audio-domain loss's terms, each a squared shortfall scaled so that 1 is what the
+    critic calls a failed transition (``evaluation.critic``'s ramps)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    short_term_s: float = Field(3.0, gt=0.0)  # EBU R128 short-term loudness windows
+    # Loudness: deviation from the line between the decks' levels, free up to
+    # ``loudness_free_lu``, 1 at ``loudness_bad_lu``.
+    loudness_free_lu: float = Field(1.0, ge=0.0)
+    loudness_bad_lu: float = Field(10.0, gt=0.0)
+    # Clash: the quieter deck's bass (or vocals) within ``audible_db`` of the mix is heard
+    # fighting the other's; 1 when it is level with the mix.
+    audible_db: float = Field(-20.0, lt=0.0)
+    # Unfinished: deck A in the last beat, free below ``end_db`` against the mix, 1 at 20 dB
+    # above that (the critic's end ramp).
+    end_db: float = Field(-40.0, lt=0.0)
+    loudness_weight: float = Field(1.0, ge=0.0)
+    clash_weight: float = Field(1.0, ge=0.0)
+    end_weight: float = Field(1.0, ge=0.0)
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -63,6 +85,9 @@ class TrainConfig(BaseModel):
     ema_decay: float = Field(0.999, ge=0, lt=1)
     checkpoint_every: int = Field(1000, ge=1)
     seed: int = 0
+    # The audio-domain loss (model.heard) beside the diffusion loss, weighted by this; 0: off.
+    audio_weight: float = Field(0.0, ge=0.0)
+    heard: HeardConfig = HeardConfig()
 
 
 class Config(BaseModel):

@@ -3,10 +3,11 @@
 A dataset is a directory:
 
 - ``manifest.json``: format version, the builder's settings, one entry per track (name, source,
-  split, BPM, key, bars), the example count and, for examples fitting.fit added, ``fitted`` (the
+  split, BPM, key, integrated loudness, bars), the example count and, for examples fitting.fit added, ``fitted`` (the
   mix, alignment and fit error of each); for transitions the engine played, ``performed`` (below);
 - ``tracks/NNN.npz``: one track's analysis features (the fields of analysis.features.TrackFeatures)
-  plus ``vocal_bars``, which bars carry vocals (for the policy's vocal rule);
+  plus ``vocal_bars``, which bars carry vocals (for the policy's vocal rule), and ``stem_band_db``,
+  each stem's level per band and frame (analysis.features.stem_band_db, for model.heard);
 - ``examples.npz``: one row per transition: ``a_track``, ``a_frame``, ``b_track``, ``b_frame``,
   ``bars``, ``style`` (-1: fitted from a mix, -2: played by a performer, -3: chosen by the critic,
   evaluation.select), ``swap_bar``,
@@ -50,10 +51,11 @@ import torch
 from analysis.audio import AUDIO_SUFFIXES, AudioLoadError
 from analysis.beats import BEATS_PER_BAR
 from analysis.cache import AnalysisCache
-from analysis.features import FRAMES_PER_BEAT, phrase_position
+from analysis.features import FRAMES_PER_BEAT, frame_times, phrase_position, stem_band_db
 from analysis.features import TrackFeatures as AnalysisFeatures
 from analysis.synth import render_track
 from analysis.track import AnalysisError, TrackAnalysis, analyze, vocal_bars
+from effects.levels import LevelsConfig, trim_for
 
 from .conditioning import TrackFeatures
 from .policy import PHRASE_BARS, STYLES, choose_bars, choose_style, plan_transition, swap_beat
@@ -65,6 +67,7 @@ EXAMPLE_FIELDS = ("a_track", "a_frame", "b_track", "b_frame", "bars", "style", "
                   "b_phrase_offset")
 PERFORMED_STYLE = -2  # the style code of a transition the engine played (the performer log)
 EXAMPLES, EXCLUDED = "examples.npz", "excluded.npz"
+BANDS = "stem_band_db"  # a track file's band levels [4, bands, T] (dB), if it was built with them
 
 
 class DatasetError(ValueError):
@@ -100,9 +103,14 @@ def track_entry(result: TrackAnalysis, path: Path | str, out_dir: Path, index: i
     # dataset travels to a GPU machine. Readers cast to float32.
     arrays = {name: np.asarray(getattr(f, name)) for name in _FEATURE_FIELDS}
     arrays["stem_mels"] = arrays["stem_mels"].astype(np.float16)
+    # The stems' level per band, for the audio-domain loss (model.heard): the mels above are
+    # clipped at 0 dB and cannot say how loud a stem is.
+    arrays[BANDS] = stem_band_db(result.stems, result.sample_rate,
+                                 frame_times(result.grid)[1]).astype(np.float16)
     np.savez_compressed(out_dir / "tracks" / f"{index:03d}.npz", vocal_bars=voc, **arrays)
     return {"name": Path(path).name, "source": str(path), "bpm": round(result.bpm, 3),
             "key": result.key_name, "key_index": result.key_index,
+            "loudness_lufs": round(float(result.loudness_lufs), 3),
             "n_bars": int(n_bars), "bar0": int(bar0), "vocal_bars": voc}
 
 
@@ -320,6 +328,11 @@ class Batch:
     track_a: TrackFeatures
     track_b: TrackFeatures
     rows: np.ndarray  # example indices of the dataset
+    # What the audio-domain loss (model.heard) hears, None for a dataset built before it was
+    # recorded: each deck's band levels [B, 2, 4, bands, frames] (dB) and its gain trim to the
+    # engine's loudness target [B, 2] (dB).
+    band_db: torch.Tensor | None
+    trim_db: torch.Tensor | None
 
 
 class TransitionDataset:
@@ -333,12 +346,14 @@ class TransitionDataset:
                 raise DatasetError(f"{self.root}: dataset format {self.manifest.get('format')}, "
                                    f"this version reads {FORMAT_VERSION}; rebuild it")
             examples = read_examples(self.root)
-            tracks, start_beats = [], []
+            tracks, start_beats, bands = [], [], []
             for i in range(len(self.manifest["tracks"])):
                 with np.load(self.root / "tracks" / f"{i:03d}.npz", allow_pickle=False) as z:
                     tracks.append({name: torch.from_numpy(z[name].astype(np.float32))
                                    for name in _FEATURE_FIELDS if name != "start_beat"})
                     start_beats.append(int(z["start_beat"]))
+                    bands.append(torch.from_numpy(z[BANDS].astype(np.float32))
+                                 if BANDS in z.files else None)
         except (OSError, KeyError, ValueError) as err:
             if isinstance(err, DatasetError):
                 raise
@@ -350,6 +365,11 @@ class TransitionDataset:
         self.file_rows = np.flatnonzero(keep)  # each example's row in examples.npz
         self.tracks = tracks
         self.start_beats = start_beats
+        self.bands = bands
+        levels = LevelsConfig()
+        self.trim_db = np.array([20.0 * np.log10(trim_for(t["loudness_lufs"], levels))
+                                 if "loudness_lufs" in t else np.nan
+                                 for t in self.manifest["tracks"]])
         self.split = split
 
     def __len__(self) -> int:
@@ -381,9 +401,17 @@ class TransitionDataset:
             raise ValueError(f"a batch holds one transition length, got {bars.tolist()} bars")
         frames = int(bars[0]) * FRAMES_PER_BAR
         e = self.examples
+        decks = [(e["a_track"][rows], e["a_frame"][rows]), (e["b_track"][rows], e["b_frame"][rows])]
+        band_db = trim_db = None
+        if all(self.bands[t] is not None and np.isfinite(self.trim_db[t])
+               for tracks, _ in decks for t in tracks):
+            band_db = torch.stack([torch.stack([self.bands[t][..., s:s + frames]
+                                                for t, s in zip(tracks, starts)])
+                                   for tracks, starts in decks], dim=1)
+            trim_db = torch.from_numpy(np.stack([self.trim_db[t] for t, _ in decks], axis=1))
         return Batch(torch.from_numpy(e["curves"][rows].astype(np.float32)),
-                     self._excerpts(e["a_track"][rows], e["a_frame"][rows], frames),
-                     self._excerpts(e["b_track"][rows], e["b_frame"][rows], frames), rows)
+                     self._excerpts(*decks[0], frames), self._excerpts(*decks[1], frames), rows,
+                     band_db, trim_db)
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
         """A random batch: a transition length drawn by its share of the data, then examples."""

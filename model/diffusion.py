@@ -65,14 +65,15 @@ class Diffusion(nn.Module):
             raise ValueError(f"need 1 <= steps <= {self.config.n_steps}, got {steps}")
         return torch.linspace(self.config.n_steps - 1, 0, steps).round().long().tolist()
 
-    def predict(self, x: torch.Tensor, out: torch.Tensor, t: int
+    def predict(self, x: torch.Tensor, out: torch.Tensor, t: torch.Tensor | int
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The clean curves and the noise that the network's output ``out`` implies at step t.
+        """The clean curves and the noise that the network's output ``out`` implies at step t
+        (one step, or [B] of them).
 
         x_0 is clamped to the curves' range, and eps recomputed from it (as diffusers' "clip
         sample"), so that a wild x_0 estimate at the noisiest steps cannot push x off the data.
         """
-        a = self.alpha_bar[t]
+        a = self._ab(t, x)
         if self.config.prediction == "epsilon":
             x0 = (x - (1 - a).sqrt() * out) / a.sqrt()  # DDIM eq. 12's "predicted x_0"
         else:

@@ -11,6 +11,7 @@ Curves are modelled in [-1, 1] (2 * params - 1) and returned in [0, 1].
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -158,6 +159,20 @@ class TransitionDiffusion(nn.Module):
 
         ``condition_dropout`` overrides the config's share (0 for validation).
         """
+        return self.losses(params, track_a, track_b, condition_dropout)["diffusion"]
+
+    def losses(self, params: torch.Tensor, track_a: TrackFeatures, track_b: TrackFeatures,
+               condition_dropout: float | None = None,
+               audio: Callable[[torch.Tensor], torch.Tensor] | None = None
+               ) -> dict[str, torch.Tensor]:
+        """The diffusion loss (``loss``) and, given ``audio``, an audio-domain loss.
+
+        ``audio`` maps the clean curves the network's output implies [B, F, 52] in [0, 1] to a
+        penalty per example [B] (model.heard.audio_loss). Its "audio" term is that penalty's
+        mean weighted by alpha_bar_t (the clean estimate means little at the noisiest steps) over
+        the examples that kept their conditioning (the unconditional model cannot know what the
+        pair sounds like).
+        """
         if not bool(torch.isfinite(params).all()):
             raise ValueError("target curves hold NaN or infinite values")
         x0 = params.clamp(0.0, 1.0) * 2.0 - 1.0
@@ -171,7 +186,14 @@ class TransitionDiffusion(nn.Module):
         drop = torch.rand(batch, device=x0.device) < condition_dropout
         cond = torch.where(drop[:, None, None], self.null_condition.expand_as(cond), cond)
         target = self.diffusion.target(x0, noise, t)
-        return torch.mean((self.denoiser(xt, t, cond) - target) ** 2)
+        out = self.denoiser(xt, t, cond)
+        terms = {"diffusion": torch.mean((out - target) ** 2)}
+        if audio is not None:
+            clean, _ = self.diffusion.predict(xt, out, t)
+            weight = self.diffusion.alpha_bar[t] * (~drop)
+            penalty = audio((clean.float() + 1.0) / 2.0)
+            terms["audio"] = (weight * penalty).sum() / batch
+        return terms
 
     @torch.no_grad()
     def generate(self, track_a: TrackFeatures, track_b: TrackFeatures,

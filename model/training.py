@@ -23,15 +23,17 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from .checkpoint import load_model, load_weights, read_checkpoint, save_model
-from .config import Config, TrainConfig, get_config
-from .data import DatasetError, TransitionDataset, build_dataset, generate_tracks
+from .config import Config, HeardConfig, TrainConfig, get_config
+from .data import Batch, DatasetError, TransitionDataset, build_dataset, generate_tracks
 from .device import autocast_dtype, pick_device
+from .heard import audio_loss
 from .model import TransitionDiffusion
 
 VALIDATION_SEED = 1234
@@ -83,20 +85,44 @@ def lr_lambda(warmup: int, total: int):
 
 
 @torch.no_grad()
-def validation_loss(model: TransitionDiffusion, batches: list, device: torch.device) -> float:
-    """Mean loss over fixed batches with fixed noise and no condition dropout."""
+def validation_loss(model: TransitionDiffusion, batches: list, device: torch.device,
+                    train: TrainConfig | None = None) -> dict[str, float]:
+    """Mean losses over fixed batches with fixed noise and no condition dropout: "diffusion",
+    "audio" where every track's loudness is known (model.heard, computed at any weight, so that
+    runs with and without it compare), and "total", the diffusion loss plus the audio loss at
+    ``train``'s weight, which picks the best checkpoint."""
+    train = train or TrainConfig()
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    sums: dict[str, float] = {}
+    count = 0
+    heard = all(b.band_db is not None for b in batches)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(VALIDATION_SEED)
         for b in batches:
-            loss = model.loss(b.curves.to(device), b.track_a.to(device), b.track_b.to(device),
-                              condition_dropout=0.0)
-            total += float(loss) * b.curves.shape[0]
+            audio = audio_penalty(b, device, train.heard) if heard else None
+            with torch.no_grad():
+                terms = model.losses(b.curves.to(device), b.track_a.to(device),
+                                     b.track_b.to(device), condition_dropout=0.0, audio=audio)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * b.curves.shape[0]
             count += b.curves.shape[0]
     model.train(was_training)
-    return total / max(count, 1)
+    losses = {name: total / max(count, 1) for name, total in sums.items()}
+    losses["total"] = losses.get("diffusion", 0.0) + train.audio_weight * losses.get("audio", 0.0)
+    return losses
+
+
+def audio_penalty(batch: Batch, device: torch.device, heard: HeardConfig
+                  ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model.heard.audio_loss`` of a batch's pairs, as ``TransitionDiffusion.losses`` takes it."""
+    if batch.band_db is None:
+        raise DatasetError("the audio loss needs each track's loudness and band levels, which "
+                           "this dataset lacks (built before they were recorded): rebuild it "
+                           "with python -m model.data")
+    band_db, trim_db = batch.band_db.to(device), batch.trim_db.to(device)
+    bpm = batch.track_a.bpm.to(device)
+    return lambda curves: audio_loss(curves, band_db, trim_db, bpm, heard)
 
 
 def _validation_batches(data: Path, batch_size: int) -> list:
@@ -193,8 +219,11 @@ def train(data_path: Path | str | None = None, output_dir: Path | str = "runs/tr
         if step >= tc.steps:
             break
         batch = dataset.sample(rng, tc.batch_size)
+        audio = audio_penalty(batch, dev, tc.heard) if tc.audio_weight > 0 else None
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-            loss = model.loss(batch.curves.to(dev), batch.track_a.to(dev), batch.track_b.to(dev))
+            terms = model.losses(batch.curves.to(dev), batch.track_a.to(dev),
+                                 batch.track_b.to(dev), audio=audio)
+        loss = terms["diffusion"] + tc.audio_weight * terms.get("audio", 0.0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -204,7 +233,8 @@ def train(data_path: Path | str | None = None, output_dir: Path | str = "runs/tr
         value = float(loss.detach())
         smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
         bar.update(1)
-        bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                        **({"audio": f"{float(terms['audio']):.4f}"} if audio else {}))
         done = step + 1
         if done % tc.checkpoint_every == 0 or done == tc.steps:
             best = _checkpoint(output, model, ema, optimizer, scheduler, rng, done, best,
@@ -224,7 +254,8 @@ def _checkpoint(output: Path, model: TransitionDiffusion, ema: EMA, optimizer, s
     # Without a test split the best weights can only be picked by the (smoothed) training loss,
     # and the notes and the log say so rather than call it a validation loss.
     name = "val_loss" if validation else "train_loss"
-    loss = validation_loss(model, validation, device) if validation else train_loss
+    parts = validation_loss(model, validation, device, config.train) if validation else {}
+    loss = parts["total"] if validation else train_loss
     save_model(model, output / "last.safetensors")
     if loss < best:
         best = loss
@@ -241,7 +272,8 @@ def _checkpoint(output: Path, model: TransitionDiffusion, ema: EMA, optimizer, s
     torch.save(resume, tmp)
     tmp.replace(output / "resume.pt")
     losses = {"train_loss": round(train_loss, 5), name: round(loss, 5),
-              f"best_{name}": round(best, 5)}
+              f"best_{name}": round(best, 5),
+              **{f"val_{k}": round(v, 5) for k, v in parts.items() if k != "total"}}
     log.write(json.dumps({"step": step, **losses, "lr": scheduler.get_last_lr()[0],
                           "seconds": round(time.perf_counter() - started, 1)}) + "\n")
     log.flush()
@@ -326,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
     parser.add_argument("--checkpoint-every", type=int)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--audio-weight", type=float, help="weight of the audio-domain loss "
+                        "(model.heard: loudness path, clashes, unfinished hand-over); 0: off")
     parser.add_argument("--resume", type=Path, help="resume.pt of a run to continue")
     parser.add_argument("--init", type=Path, help="start from this checkpoint's weights "
                         "(fine-tuning; a model that gained parameters keeps them as initialised)")
@@ -341,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         updates = {k: v for k, v in (("batch_size", args.batch_size), ("learning_rate", args.lr),
                                      ("warmup_steps", args.warmup),
                                      ("checkpoint_every", args.checkpoint_every),
-                                     ("seed", args.seed)) if v is not None}
+                                     ("seed", args.seed), ("audio_weight", args.audio_weight))
+                   if v is not None}
         config = config.model_copy(update={"train": config.train.model_copy(update=updates)})
         args.output.mkdir(parents=True, exist_ok=True)
         with (args.output / "commands.txt").open("a") as f:  # every stage of the run

@@ -216,3 +216,34 @@ def test_a_time_budget_sets_the_runs_length(dataset, tmp_path, minutes, expected
     assert Config.model_validate_json(state["config"]).train.steps == expected
     if expected < 50:  # the schedule decayed to its floor at the shortened end
         assert records[-1]["lr"] == pytest.approx(0.1 * config.train.learning_rate, rel=1e-3)
+
+
+def test_the_audio_loss_trains_beside_the_diffusion_loss(dataset, tmp_path):
+    """With ``audio_weight`` the run logs both validation terms and picks its best by their
+    weighted sum; without it the audio term is still measured, so that runs compare. A dataset
+    built before band levels were recorded is a clear error, not a silent run without them."""
+    import shutil
+
+    root, _ = dataset
+    heard = TINY.model_copy(update={"train": TINY.train.model_copy(update={"audio_weight": 0.5})})
+    records = {}
+    for name, config in (("with", heard), ("without", TINY)):
+        train(root, tmp_path / name, config, progress=False, device="cpu")
+        records[name] = [r for r in map(json.loads, (tmp_path / name / "log.jsonl").read_text(
+        ).splitlines()) if "step" in r]
+    for r in records["with"]:
+        assert r["val_audio"] >= 0.0
+        assert r["val_loss"] == pytest.approx(r["val_diffusion"] + 0.5 * r["val_audio"], abs=2e-5)
+    assert all(r["val_loss"] == r["val_diffusion"] and "val_audio" in r
+               for r in records["without"])
+    # The audio term changed what the run learned.
+    assert records["with"][-1]["val_diffusion"] != records["without"][-1]["val_diffusion"]
+
+    old = tmp_path / "old"
+    shutil.copytree(root, old)
+    for track in (old / "tracks").glob("*.npz"):
+        with np.load(track) as z:
+            kept = {k: z[k] for k in z.files if k != "stem_band_db"}
+        np.savez_compressed(track, **kept)
+    with pytest.raises(DatasetError, match="band levels.*rebuild"):
+        train(old, tmp_path / "old_run", heard, progress=False, device="cpu")
