@@ -360,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--audio-weight", type=float, help="weight of the audio-domain loss "
                         "(model.heard: loudness path, clashes, unfinished hand-over); 0: off")
+    parser.add_argument("--heard", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting of the audio-domain loss (model.config.HeardConfig), "
+                        "e.g. loudness_free_lu=0.5; repeatable")
     parser.add_argument("--resume", type=Path, help="resume.pt of a run to continue")
     parser.add_argument("--init", type=Path, help="start from this checkpoint's weights "
                         "(fine-tuning; a model that gained parameters keeps them as initialised)")
@@ -377,6 +380,12 @@ def main(argv: list[str] | None = None) -> int:
                                      ("checkpoint_every", args.checkpoint_every),
                                      ("seed", args.seed), ("audio_weight", args.audio_weight))
                    if v is not None}
+        if args.heard:
+            settings = dict(item.split("=", 1) for item in args.heard if "=" in item)
+            if len(settings) != len(args.heard):
+                raise ValueError(f"--heard takes NAME=VALUE, got {args.heard}")
+            updates["heard"] = HeardConfig.model_validate(
+                {**config.train.heard.model_dump(), **settings})
         config = config.model_copy(update={"train": config.train.model_copy(update=updates)})
         args.output.mkdir(parents=True, exist_ok=True)
         with (args.output / "commands.txt").open("a") as f:  # every stage of the run
