@@ -67,8 +67,9 @@ def main() -> None:
         for method, curves in (("policy", pair.policy), ("crossfade", linear_crossfade(n_frames)),
                                ("random", random_curves(rng, n_frames))):
             with torch.no_grad():
-                mix = mixer(torch.as_tensor(pair.stems_a)[None], torch.as_tensor(pair.stems_b)[None],
-                            torch.as_tensor(curves)[None], sample_rate=args.sample_rate)[0].numpy()
+                mix = mixer(torch.as_tensor(pair.stems_a)[None],
+                            torch.as_tensor(pair.stems_b)[None], torch.as_tensor(curves)[None],
+                            sample_rate=args.sample_rate)[0].numpy()
             times, loudness = short_term_loudness(mix, args.sample_rate, critic_config)
             line = np.interp(times, times[[0, -1]], loudness[[0, -1]])
             f = pair.features

@@ -94,7 +94,8 @@ def power_response_at(coeffs: torch.Tensor, omega: torch.Tensor) -> torch.Tensor
     cheaper than ``response_at`` with its gradient, for losses that only hear power."""
     cos1, cos2 = omega.cos(), (2.0 * omega).cos()
     b0, b1, b2, a1, a2 = (c[..., None] for c in coeffs.unbind(-1))  # [..., K, 1] each
-    numerator = b0 * b0 + b1 * b1 + b2 * b2 + 2.0 * (b0 * b1 + b1 * b2) * cos1 + 2.0 * b0 * b2 * cos2
+    numerator = (b0 * b0 + b1 * b1 + b2 * b2 + 2.0 * (b0 * b1 + b1 * b2) * cos1
+                 + 2.0 * b0 * b2 * cos2)
     denominator = 1.0 + a1 * a1 + a2 * a2 + 2.0 * (a1 + a1 * a2) * cos1 + 2.0 * a2 * cos2
     return (numerator / denominator).prod(dim=-2)
 

@@ -3,8 +3,9 @@
 A dataset is a directory:
 
 - ``manifest.json``: format version, the builder's settings, one entry per track (name, source,
-  split, BPM, key, integrated loudness, bars), the example count and, for examples fitting.fit added, ``fitted`` (the
-  mix, alignment and fit error of each); for transitions the engine played, ``performed`` (below);
+  split, BPM, key, integrated loudness, bars), the example count and, for examples fitting.fit
+  added, ``fitted`` (the mix, alignment and fit error of each); for transitions the engine
+  played, ``performed`` (below);
 - ``tracks/NNN.npz``: one track's analysis features (the fields of analysis.features.TrackFeatures)
   plus ``vocal_bars``, which bars carry vocals (for the policy's vocal rule), and ``stem_band_db``,
   each stem's level per band and frame (analysis.features.stem_band_db, for model.heard);

@@ -17,11 +17,11 @@ fader, the crossfader, the master and a cascade of five biquads. Over one frame 
 cascade's power response at the band's centre. The dataset holds every stem's power in 32 mel
 bands per frame (``analysis.features.stem_band_db``; the conditioning's 128 mels are clipped at
 0 dB, which a tenth of a mastered track's cells reach), so the mix's power per band is the sum
-over stems of the stem's power times that gain. Stems add in power:
-separated stems barely share time-frequency cells, and the decks are independent. This is the
-mixer's own filter design (``effects.filters.biquad_coefficients``) evaluated where the mels
-are, so a batch costs a fraction of a training step and the loss runs at every one. Left out: the
-reverb (an echo-out's tail is heard as quieter than it is) and the phase between stems.
+over stems of the stem's power times that gain. Stems add in power: separated stems barely
+share time-frequency cells, and the decks are independent. This is the mixer's own filter
+design (``effects.filters.biquad_coefficients``) evaluated at the bands' centres, so a batch
+costs a fraction of a training step and the loss runs at every one. Left out: the reverb (an
+echo-out's tail is heard as quieter than it is) and the phase between stems.
 ``bench/heard.py`` compares the loudness it computes with the critic's on rendered audio.
 
 Levels are up to one constant (the mel filters' scale), which cancels in every term: each is a
@@ -48,7 +48,8 @@ from .config import HeardConfig
 
 N_STEMS = len(STEMS)
 BASS, VOCALS = STEMS.index("bass"), STEMS.index("vocals")
-# The floor of the features' mels (-80 dB) and of BS.1770's short-term loudness (-70 LUFS).
+# Floors that keep logarithms finite: a stem 80 dB under the mix is silent to any term, and
+# BS.1770 reads short-term loudness no lower than -70 LUFS.
 _POWER_FLOOR = 1e-8
 _LOUDNESS_FLOOR = 10.0 ** (-70.0 / 10)
 

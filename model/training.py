@@ -4,12 +4,16 @@
     python -m model.training --output DIR --steps N     # no data: builds one from generated tracks
     python -m model.training --init CHECKPOINT --data DIR --output DIR --steps N  # fine-tuning,
         # e.g. on the engine's performer log (engine.performer_log), in the checkpoint's config
+    python -m model.training ... --audio-weight 0.2   # beside the diffusion loss, one on the
+        # sound of the predicted curves through the mixer (model.heard)
 
 The output folder receives ``resume.pt`` (everything needed to continue: model, EMA, optimizer,
 scheduler, step, random states; read with ``torch.load(weights_only=True)``), ``best.safetensors``
 (the EMA weights with the lowest validation loss so far, or the lowest training loss when the
 dataset has no test split: its notes and the log name the loss, ``val_loss`` or ``train_loss``),
-``last.safetensors`` and ``log.jsonl`` (the losses). ``--export FILE`` writes the best weights in
+``last.safetensors`` and ``log.jsonl`` (the losses: with a test split, the diffusion and audio
+losses apart, ``val_diffusion`` and ``val_audio``, and ``val_loss``, their sum at the run's
+audio weight, which picks the best). ``--export FILE`` writes the best weights in
 fp16 with the command, data and losses recorded in the file's metadata and in a JSON file beside
 it.
 """
@@ -101,9 +105,8 @@ def validation_loss(model: TransitionDiffusion, batches: list, device: torch.dev
         torch.manual_seed(VALIDATION_SEED)
         for b in batches:
             audio = audio_penalty(b, device, train.heard) if heard else None
-            with torch.no_grad():
-                terms = model.losses(b.curves.to(device), b.track_a.to(device),
-                                     b.track_b.to(device), condition_dropout=0.0, audio=audio)
+            terms = model.losses(b.curves.to(device), b.track_a.to(device),
+                                 b.track_b.to(device), condition_dropout=0.0, audio=audio)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value) * b.curves.shape[0]
             count += b.curves.shape[0]
@@ -234,7 +237,7 @@ def train(data_path: Path | str | None = None, output_dir: Path | str = "runs/tr
         smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
         bar.update(1)
         bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                        **({"audio": f"{float(terms['audio']):.4f}"} if audio else {}))
+                        **({"audio": f"{float(terms['audio'].detach()):.4f}"} if audio else {}))
         done = step + 1
         if done % tc.checkpoint_every == 0 or done == tc.steps:
             best = _checkpoint(output, model, ema, optimizer, scheduler, rng, done, best,
