@@ -14,6 +14,7 @@ import soundfile as sf
 from pythonosc.udp_client import SimpleUDPClient
 
 import main
+from analysis.beats import BEATS_PER_BAR
 from analysis.key import key_index, key_relation
 from analysis.synth import render_track
 from analysis.track import TrackSummary, analyze, cached_summary
@@ -306,4 +307,9 @@ def test_a_live_auto_mixed_set_plays_to_its_end(tmp_path, capsys, monkeypatch, j
     starts = [line.split()[-1] for line in record.with_suffix(".cue").read_text().splitlines()
               if "INDEX 01" in line]
     assert len(starts) == 2 and starts[0] < starts[1]
-    assert sf.info(record).duration > 20.0
+    # The recording holds the second track to its end: 8 bars after its cue, 15 s at deck A's
+    # 128 BPM (16 s at its own 120). A fixed 20 s bound sat on the set's own length (19.96 to
+    # 20.07 s in four runs) and failed one CI run.
+    minutes, seconds, frames = map(int, starts[1].split(":"))
+    second_start = 60 * minutes + seconds + frames / 75  # a cue sheet counts 75 frames a second
+    assert sf.info(record).duration > second_start + 0.95 * 8 * BEATS_PER_BAR * 60.0 / 128.0
