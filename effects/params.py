@@ -146,6 +146,19 @@ def crossfader_gains(x: Any) -> tuple[Any, Any]:
     return xp.cos(angle), xp.sin(angle)
 
 
+def stem_amplitudes(curves: Any) -> Any:
+    """Each stem's amplitude from its fader, its deck's side of the crossfader and the master
+    [..., 8] (deck A's stems, then deck B's), for frames [..., 52] (numpy or torch); the filters
+    and the reverb are left out."""
+    xp = array_namespace(curves)
+    deck_a, deck_b = crossfader_gains(curves[..., CROSSFADER])
+    faders = gain_to_amplitude(curves[..., GAINS])
+    per_deck = faders.reshape(*faders.shape[:-1], len(DECKS), len(STEMS))
+    sides = xp.stack([deck_a, deck_b], axis=-1)[..., None]
+    return ((per_deck * sides).reshape(faders.shape)
+            * gain_to_amplitude(curves[..., MASTER_GAIN:MASTER_GAIN + 1]))
+
+
 def reverb_wet_to_send(x: Any) -> Any:
     """Reverb send level (amplitude) from the mix into the reverb: 0 -> dry, 1 -> full send."""
     return x

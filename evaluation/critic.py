@@ -65,8 +65,8 @@ from analysis.loudness import k_weighting_filters
 from effects import DifferentiableMixer, MixerConfig
 from effects.differentiable import response_at, sample_curves
 from effects.filters import biquad_coefficients
-from effects.params import (CROSSFADER, DECKS, FILTERS, GAINS, MASTER_GAIN, N_DECK_PARAMS,
-                            N_PARAMS, STEMS, crossfader_gains, gain_to_amplitude, neutral_frame)
+from effects.params import (DECKS, FILTERS, N_DECK_PARAMS, N_PARAMS, STEMS, neutral_frame,
+                            stem_amplitudes)
 
 N_STEMS = len(STEMS)
 BASS, VOCALS = STEMS.index("bass"), STEMS.index("vocals")
@@ -414,11 +414,7 @@ def mixer_transfer_db(curves: np.ndarray, mixer_config: MixerConfig) -> np.ndarr
         freqs = np.geomspace(lo, hi, _TRANSFER_POINTS)
         omega = torch.as_tensor(freqs * np.pi / nyquist)
         power.append(response_at(coeffs, omega).abs().square().mean(dim=-1).numpy())
-    p = frames.numpy()
-    deck_a, deck_b = crossfader_gains(p[:, CROSSFADER])
-    deck = np.repeat(np.stack([deck_a, deck_b], axis=1), N_STEMS, axis=1)
-    amp = (gain_to_amplitude(p[:, GAINS]) * deck
-           * gain_to_amplitude(p[:, MASTER_GAIN:MASTER_GAIN + 1]))
+    amp = stem_amplitudes(frames.numpy())
     return _db(np.stack(power, axis=-1) * amp[..., None] ** 2)
 
 

@@ -41,8 +41,7 @@ from analysis.loudness import k_weighting_power
 from effects import MixerConfig
 from effects.differentiable import power_response_at
 from effects.filters import biquad_coefficients
-from effects.params import (CROSSFADER, FILTERS, GAINS, MASTER_GAIN, STEMS, crossfader_gains,
-                            gain_to_amplitude)
+from effects.params import FILTERS, STEMS, stem_amplitudes
 
 from .config import HeardConfig
 
@@ -82,10 +81,7 @@ class HeardMix:
         coeffs = biquad_coefficients(curves[..., torch.as_tensor(FILTERS)],
                                      MixerConfig(sample_rate=MEL_RATE))  # [B, F, 8, 5, 5]
         response = power_response_at(coeffs, omega)  # [B, F, 8, bands]
-        deck_a, deck_b = crossfader_gains(curves[..., CROSSFADER])
-        amp = (gain_to_amplitude(curves[..., torch.as_tensor(GAINS)])
-               * torch.stack([deck_a, deck_b], dim=-1).repeat_interleave(N_STEMS, dim=-1)
-               * gain_to_amplitude(curves[..., MASTER_GAIN:MASTER_GAIN + 1]))  # [B, F, 8]
+        amp = stem_amplitudes(curves)  # [B, F, 8]
         heard = torch.einsum("bsmf,bfsm,m->bsf", power, response, weights)
         frame_s = 60.0 / (FRAMES_PER_BEAT * bpm.reshape(-1).to(torch.float64))
         return cls(heard * amp.square().transpose(1, 2), frame_s)
