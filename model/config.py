@@ -70,6 +70,11 @@ class HeardConfig(BaseModel):
     # above that (the critic's end ramp).
     end_db: float = Field(-40.0, lt=0.0)
     loudness_weight: float = Field(1.0, ge=0.0)
+    # Hole: the mix under the path between the decks' own levels as they play, free up to
+    # ``hole_free_lu``, 1 at ``loudness_bad_lu``. Its weight is the shipped model's: at 10 the
+    # engine's loudness dip fell half as far (README, "Beyond imitation").
+    hole_free_lu: float = Field(0.5, ge=0.0)
+    hole_weight: float = Field(40.0, ge=0.0)
     clash_weight: float = Field(1.0, ge=0.0)
     end_weight: float = Field(1.0, ge=0.0)
 

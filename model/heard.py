@@ -7,7 +7,9 @@ training loss.
 
 The curves are judged as a DJ hears them, the way ``evaluation.critic`` judges a rendering:
 K-weighted short-term loudness that leaves the straight line between the decks' levels (a hole
-or a bump), two basslines or two vocals audible at once, and deck A still audible at the end.
+or a bump), or falls under the path between the decks' own levels as they play (a hole where
+the tracks themselves do not dip, ``hole_weight``), two basslines or two vocals audible at once,
+and deck A still audible at the end.
 
 Rendering the pair with ``effects.DifferentiableMixer`` and back-propagating through it cost
 35 s for a batch of four 16-bar transitions at 11 kHz on the 2-core CPU (82 s at 16 kHz), and
@@ -56,9 +58,11 @@ _LOUDNESS_FLOOR = 10.0 ** (-70.0 / 10)
 @dataclass(frozen=True)
 class HeardMix:
     """Per frame: each stem's K-weighted power after the mixer [B, 8, F] (deck A's four stems,
-    then deck B's), and the seconds a frame lasts [B]."""
+    then deck B's), each deck's alone, its faders up and its EQ flat [B, 2, F], and the seconds
+    a frame lasts [B]."""
 
     stem_power: torch.Tensor
+    deck_power: torch.Tensor
     frame_s: torch.Tensor
 
     @classmethod
@@ -83,21 +87,27 @@ class HeardMix:
         response = power_response_at(coeffs, omega)  # [B, F, 8, bands]
         amp = stem_amplitudes(curves)  # [B, F, 8]
         heard = torch.einsum("bsmf,bfsm,m->bsf", power, response, weights)
+        alone = torch.einsum("bsmf,m->bsf", power, weights).reshape(batch, 2, N_STEMS, frames)
         frame_s = 60.0 / (FRAMES_PER_BEAT * bpm.reshape(-1).to(torch.float64))
-        return cls(heard * amp.square().transpose(1, 2), frame_s)
+        return cls(heard * amp.square().transpose(1, 2), alone.sum(dim=2), frame_s)
 
-    def short_term_loudness(self, config: HeardConfig) -> tuple[torch.Tensor, torch.Tensor]:
-        """BS.1770 short-term loudness (LUFS, up to a constant) [B, W] of windows of
+    def short_term_loudness(self, config: HeardConfig, power: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """BS.1770 short-term loudness (LUFS, up to a constant) [..., W] of windows of
         ``short_term_s`` starting at each frame, and which windows lie inside the span [B, W]
-        (the tempo sets each example's window length in frames)."""
-        mix = self.stem_power.sum(dim=1)  # [B, F]
+        (the tempo sets each example's window length in frames); of the mix, or of ``power``
+        [B, ..., F] given on the same frames."""
+        mix = self.stem_power.sum(dim=1) if power is None else power
         frames = mix.shape[-1]
         window = (config.short_term_s / self.frame_s).round().long().clamp(1, frames)  # [B]
-        total = torch.nn.functional.pad(mix.cumsum(dim=-1), (1, 0))  # [B, F + 1]
+        total = torch.nn.functional.pad(mix.cumsum(dim=-1), (1, 0))  # [B, ..., F + 1]
         starts = torch.arange(frames, device=mix.device)
-        ends = (starts[None] + window[:, None]).clamp(max=frames)
+        ends = (starts[None] + window[:, None]).clamp(max=frames)  # [B, W]
         valid = starts[None] + window[:, None] <= frames
-        mean_square = (total.gather(1, ends) - total[:, :frames]) / window[:, None]
+        shape = (-1,) + (1,) * (mix.dim() - 2) + (frames,)
+        length = window.reshape(shape[:-1] + (1,))
+        mean_square = (total.gather(-1, ends.reshape(shape).expand_as(mix))
+                       - total[..., :frames]) / length
         loudness = -0.691 + 10.0 * torch.log10(mean_square.clamp_min(_LOUDNESS_FLOOR))
         return loudness, valid
 
@@ -114,6 +124,24 @@ class HeardMix:
         line = first_value[:, None] + (last_value - first_value)[:, None] * position
         return torch.where(valid, (loudness - line).abs(), torch.zeros_like(loudness)), valid
 
+    def hole(self, config: HeardConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """How far the mix's short-term loudness falls under the path between the decks' own
+        levels as they play [B, W] (LU; 0 above it and outside the span), and which windows lie
+        inside the span. The path, at a window centred a fraction p into the span: (1 - p)
+        times deck A's loudness alone plus p times deck B's (faders up, EQ flat), so it follows
+        each track's own rises and falls where ``loudness_deviation``'s line joins the span's
+        ends. An equal-power crossfade stays within a fraction of a LU of it or above (its
+        power is a weighted mean of the decks', the path their weighted geometric mean)."""
+        loudness, valid = self.short_term_loudness(config)
+        alone, _ = self.short_term_loudness(config, self.deck_power)  # [B, 2, W]
+        frames = loudness.shape[-1]
+        window = (config.short_term_s / self.frame_s).round().clamp(1, frames)  # [B]
+        centre = torch.arange(frames, device=loudness.device)[None] + window[:, None] / 2
+        p = (centre / frames).clamp(0.0, 1.0)
+        path = (1.0 - p) * alone[:, 0] + p * alone[:, 1]
+        under = (path - loudness).clamp_min(0.0)
+        return torch.where(valid, under, torch.zeros_like(under)), valid
+
     def stem_db(self) -> torch.Tensor:
         """Each stem's level against the mix's [B, 8, F] (dB)."""
         mix = self.stem_power.sum(dim=1, keepdim=True)
@@ -121,12 +149,16 @@ class HeardMix:
                                   / mix.clamp_min(_POWER_FLOOR))
 
     def terms(self, config: HeardConfig) -> dict[str, torch.Tensor]:
-        """The loss's three terms [B] each, before their weights: 0 is what the critic lets pass,
+        """The loss's four terms [B] each, before their weights: 0 is what the critic lets pass,
         1 a failed transition."""
         deviation, valid = self.loudness_deviation(config)
         excess = ((deviation - config.loudness_free_lu).clamp_min(0.0)
                   / (config.loudness_bad_lu - config.loudness_free_lu))
         loudness = excess.square().sum(dim=1) / valid.sum(dim=1).clamp_min(1)
+        under, _ = self.hole(config)
+        hole = ((under - config.hole_free_lu).clamp_min(0.0)
+                / (config.loudness_bad_lu - config.hole_free_lu)).square().sum(dim=1)
+        hole = hole / valid.sum(dim=1).clamp_min(1)
         level = self.stem_db()
         clash = 0.0
         for stem in (BASS, VOCALS):
@@ -137,7 +169,7 @@ class HeardMix:
         mix = self.stem_power[:, :, -FRAMES_PER_BEAT:].sum(dim=(1, 2))
         end = 10.0 * torch.log10(deck_a.clamp_min(_POWER_FLOOR) / mix.clamp_min(_POWER_FLOOR))
         unfinished = ((end - config.end_db).clamp_min(0.0) / 20.0).square()
-        return {"loudness": loudness, "clash": clash, "unfinished": unfinished}
+        return {"loudness": loudness, "hole": hole, "clash": clash, "unfinished": unfinished}
 
 
 def audio_loss(curves: torch.Tensor, band_db: torch.Tensor, trim_db: torch.Tensor,
@@ -146,8 +178,8 @@ def audio_loss(curves: torch.Tensor, band_db: torch.Tensor, trim_db: torch.Tenso
     (arguments as ``HeardMix.of``)."""
     config = config or HeardConfig()
     terms = HeardMix.of(curves, band_db, trim_db, bpm).terms(config)
-    return (config.loudness_weight * terms["loudness"] + config.clash_weight * terms["clash"]
-            + config.end_weight * terms["unfinished"])
+    return (config.loudness_weight * terms["loudness"] + config.hole_weight * terms["hole"]
+            + config.clash_weight * terms["clash"] + config.end_weight * terms["unfinished"])
 
 
 def _bands(n_bands: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -89,3 +89,24 @@ def test_descending_the_loss_fills_a_hole_the_critic_hears(pair):
     # It filled the hole rather than stopping the transition: the crossfader still travels.
     crossfader = curves.detach()[:, CROSSFADER].clamp(0.0, 1.0)
     assert float(crossfader[0]) < 0.2 and float(crossfader[-1]) > 0.8
+
+
+def test_a_crossfade_has_no_hole_and_pulled_faders_do(pair):
+    """The hole term hears the mix fall under the path between the decks' own levels: an
+    equal-power crossfade by less than its free half LU, the holed one by about the faders' pull
+    (-16 dB on every stem at the middle)."""
+    config = HeardConfig()
+    n_frames = pair.policy.shape[0]
+    crossfade = heard(pair, linear_crossfade(n_frames))
+    under, valid = crossfade.hole(config)
+    assert float(under.max()) < 0.5
+    assert float(crossfade.terms(config)["hole"]) == 0.0
+    holed_mix = heard(pair, holed(n_frames))
+    under, valid = holed_mix.hole(config)
+    assert 6.0 < float(under.max()) < 17.0
+    assert float(holed_mix.terms(config)["hole"]) > 0.01
+    # The default loss (the shipped weights') weighs it in.
+    f = pair.features
+    curves = torch.as_tensor(holed(n_frames), dtype=torch.float32)[None]
+    assert float(audio_loss(curves, f.band_db, f.trim_db, f.track_a.bpm, HeardConfig())) > float(
+        audio_loss(curves, f.band_db, f.trim_db, f.track_a.bpm, HeardConfig(hole_weight=0.0)))
