@@ -3,6 +3,7 @@ offline renderer on a virtual clock."""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,11 @@ from .recorder import Recorder
 
 MAX_BLOCK = 8192
 LOAD_HISTORY = 4096  # callback loads kept for the status's percentiles
+# How long a thread may hold the GIL while the callback waits for it, while a stream plays.
+# Python's default, 5 ms, is most of a 256-frame period (5.8 ms): beside a thread running Python
+# (the key-lock stretcher, the engine's loop) a bare callback on the JACK dummy server missed
+# 117-336 periods in 20 s at 5 ms, 0-3 at 2 and 1 ms, 0-1 at 0.5 ms (README, DJ set).
+SWITCH_INTERVAL_S = 0.0005
 
 
 class AudioDeviceError(RuntimeError):
@@ -61,7 +67,8 @@ class AudioOutput:
 
     def __init__(self, core: EngineCore, sample_rate: int, block_size: int,
                  device: str | int | None = None, latency: float | str = "low",
-                 recorder: Recorder | None = None, history: int = LOAD_HISTORY) -> None:
+                 recorder: Recorder | None = None, history: int = LOAD_HISTORY,
+                 switch_interval: float = SWITCH_INTERVAL_S) -> None:
         import sounddevice as sd
 
         self.adapter = BlockAdapter(core)
@@ -75,6 +82,8 @@ class AudioOutput:
         self._calls = 0
         self._mix = np.zeros((2, MAX_BLOCK), dtype=np.float32)
         self.finished = False
+        self.switch_interval = switch_interval
+        self._interval_before: float | None = None
         try:
             self.stream = sd.OutputStream(
                 samplerate=sample_rate, blocksize=block_size, device=device, channels=2,
@@ -128,11 +137,18 @@ class AudioOutput:
         return float(self.stream.latency)
 
     def start(self) -> None:
+        """Play; the process's GIL switch interval is ``switch_interval`` until ``stop``."""
+        if self._interval_before is None:
+            self._interval_before = sys.getswitchinterval()
+        sys.setswitchinterval(self.switch_interval)
         self.stream.start()
 
     def stop(self) -> None:
         self.stream.stop()
         self.stream.close()
+        if self._interval_before is not None:
+            sys.setswitchinterval(self._interval_before)
+            self._interval_before = None
 
     def __enter__(self) -> AudioOutput:
         """The open stream; ``start`` plays it, leaving stops and closes it."""

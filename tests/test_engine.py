@@ -20,7 +20,7 @@ from analysis.synth import render_track
 from analysis.track import analyze_stems
 from effects.params import PARAM_INDEX
 from engine import core as c
-from engine.backends import AudioOutput, Cue, render_offline
+from engine.backends import SWITCH_INTERVAL_S, AudioOutput, Cue, render_offline
 from engine.deck import Track, read_stems, track_from_analysis
 from engine.recorder import Recorder, RecorderError
 from engine.transition import Scheduled, Transition, next_start
@@ -300,6 +300,53 @@ def test_the_worker_process_goes_when_the_engine_is_killed(tmp_path):
     for p in alive:
         os.kill(int(p), signal.SIGKILL)
     assert not alive, "the worker outlived its engine"
+
+
+def test_a_thread_running_python_beside_the_stream_does_not_make_it_late(decks, jack_server):
+    """While a stream plays, the GIL changes hands every 0.5 ms: a thread running Python (the
+    key-lock stretcher, the engine's loop) holds it for Python's default 5 ms otherwise, most of
+    a 256-frame period. A deck plays while such a thread runs; xruns at the stream's interval
+    against the same session at 5 ms, in rounds until they differ (xruns also come from the
+    machine's other load)."""
+    import threading
+
+    core = c.EngineCore(SR)
+    for cmd in (c.Load(0, decks[0]), c.Transport(0, playing=True)):
+        core.send(cmd)
+    before = sys.getswitchinterval()
+
+    def session(interval: float) -> int:
+        stop = threading.Event()
+
+        def python() -> None:
+            while not stop.is_set():
+                total = 0
+                for i in range(10_000):  # bytecodes: the interpreter may switch between them
+                    total += i
+
+        out = AudioOutput(core, SR, 256, device=jack_server, switch_interval=interval)
+        out.start()
+        time.sleep(0.5)  # the stream's start
+        start = out.xruns
+        runner = threading.Thread(target=python, daemon=True)
+        runner.start()
+        try:
+            time.sleep(3.0)
+            assert sys.getswitchinterval() == pytest.approx(interval)
+            return out.xruns - start
+        finally:
+            stop.set()
+            runner.join()
+            out.stop()
+
+    runs = []
+    for _ in range(3):
+        runs.append((session(0.005), session(SWITCH_INTERVAL_S)))
+        if runs[-1][1] < runs[-1][0]:
+            break
+    print("xruns in 3 s (5 ms, ours):", runs)
+    assert runs[-1][1] < runs[-1][0] and runs[-1][1] <= 3, runs
+    assert sys.getswitchinterval() == before  # given back when the stream stops
 
 
 def test_live_through_jack_plays_what_the_offline_renderer_plays(decks, jack_server, tmp_path):
