@@ -19,8 +19,9 @@ MAX_BLOCK = 8192
 LOAD_HISTORY = 4096  # callback loads kept for the status's percentiles
 # How long a thread may hold the GIL while the callback waits for it, while a stream plays.
 # Python's default, 5 ms, is most of a 256-frame period (5.8 ms): beside a thread running Python
-# (the key-lock stretcher, the engine's loop) a bare callback on the JACK dummy server missed
-# 117-336 periods in 20 s at 5 ms, 0-3 at 2 and 1 ms, 0-1 at 0.5 ms (README, DJ set).
+# (the engine's loop, a track's read-back, the web view's messages) a callback writing zeros on
+# the JACK dummy server missed 117-336 periods in 20 s at 5 ms, 0-3 at 2 and 1 ms, 0-1 at 0.5
+# ms; the engine's playing a deck, 163-173 in 3 s at 5 ms, 0 at 0.5 (README, DJ set).
 SWITCH_INTERVAL_S = 0.0005
 
 

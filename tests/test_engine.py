@@ -304,8 +304,8 @@ def test_the_worker_process_goes_when_the_engine_is_killed(tmp_path):
 
 def test_a_thread_running_python_beside_the_stream_does_not_make_it_late(decks, jack_server):
     """While a stream plays, the GIL changes hands every 0.5 ms: a thread running Python (the
-    key-lock stretcher, the engine's loop) holds it for Python's default 5 ms otherwise, most of
-    a 256-frame period. A deck plays while such a thread runs; xruns at the stream's interval
+    engine's loop, a track's read-back) holds it for Python's default 5 ms otherwise, most of a
+    256-frame period. A deck plays while such a thread runs; xruns at the stream's interval
     against the same session at 5 ms, in rounds until they differ (xruns also come from the
     machine's other load)."""
     import threading
