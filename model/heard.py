@@ -99,7 +99,7 @@ class HeardMix:
         [B, ..., F] given on the same frames."""
         mix = self.stem_power.sum(dim=1) if power is None else power
         frames = mix.shape[-1]
-        window = (config.short_term_s / self.frame_s).round().long().clamp(1, frames)  # [B]
+        window = self._window(config, frames)
         total = torch.nn.functional.pad(mix.cumsum(dim=-1), (1, 0))  # [B, ..., F + 1]
         starts = torch.arange(frames, device=mix.device)
         ends = (starts[None] + window[:, None]).clamp(max=frames)  # [B, W]
@@ -135,12 +135,16 @@ class HeardMix:
         loudness, valid = self.short_term_loudness(config)
         alone, _ = self.short_term_loudness(config, self.deck_power)  # [B, 2, W]
         frames = loudness.shape[-1]
-        window = (config.short_term_s / self.frame_s).round().clamp(1, frames)  # [B]
+        window = self._window(config, frames)
         centre = torch.arange(frames, device=loudness.device)[None] + window[:, None] / 2
         p = (centre / frames).clamp(0.0, 1.0)
         path = (1.0 - p) * alone[:, 0] + p * alone[:, 1]
         under = (path - loudness).clamp_min(0.0)
         return torch.where(valid, under, torch.zeros_like(under)), valid
+
+    def _window(self, config: HeardConfig, frames: int) -> torch.Tensor:
+        """Frames in a short-term window [B]: the tempo sets a frame's length."""
+        return (config.short_term_s / self.frame_s).round().long().clamp(1, frames)
 
     def stem_db(self) -> torch.Tensor:
         """Each stem's level against the mix's [B, 8, F] (dB)."""
@@ -152,13 +156,15 @@ class HeardMix:
         """The loss's four terms [B] each, before their weights: 0 is what the critic lets pass,
         1 a failed transition."""
         deviation, valid = self.loudness_deviation(config)
-        excess = ((deviation - config.loudness_free_lu).clamp_min(0.0)
-                  / (config.loudness_bad_lu - config.loudness_free_lu))
-        loudness = excess.square().sum(dim=1) / valid.sum(dim=1).clamp_min(1)
-        under, _ = self.hole(config)
-        hole = ((under - config.hole_free_lu).clamp_min(0.0)
-                / (config.loudness_bad_lu - config.hole_free_lu)).square().sum(dim=1)
-        hole = hole / valid.sum(dim=1).clamp_min(1)
+        windows = valid.sum(dim=1).clamp_min(1)
+
+        def past(lu: torch.Tensor, free: float) -> torch.Tensor:
+            """Mean over the span of the squared LU past ``free``, 1 at ``loudness_bad_lu``."""
+            excess = (lu - free).clamp_min(0.0) / (config.loudness_bad_lu - free)
+            return excess.square().sum(dim=1) / windows
+
+        loudness = past(deviation, config.loudness_free_lu)
+        hole = past(self.hole(config)[0], config.hole_free_lu)
         level = self.stem_db()
         clash = 0.0
         for stem in (BASS, VOCALS):

@@ -362,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--audio-weight", type=float, help="weight of the audio-domain loss "
-                        "(model.heard: loudness line, holes, clashes, unfinished hand-over); 0: off")
+                        "(model.heard: loudness line, holes, clashes, unfinished hand-over); "
+                        "0: off")
     parser.add_argument("--heard", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting of the audio-domain loss (model.config.HeardConfig), "
                         "e.g. loudness_free_lu=0.5; repeatable")

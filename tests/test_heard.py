@@ -98,11 +98,11 @@ def test_a_crossfade_has_no_hole_and_pulled_faders_do(pair):
     config = HeardConfig()
     n_frames = pair.policy.shape[0]
     crossfade = heard(pair, linear_crossfade(n_frames))
-    under, valid = crossfade.hole(config)
+    under, _ = crossfade.hole(config)
     assert float(under.max()) < 0.5
     assert float(crossfade.terms(config)["hole"]) == 0.0
     holed_mix = heard(pair, holed(n_frames))
-    under, valid = holed_mix.hole(config)
+    under, _ = holed_mix.hole(config)
     assert 6.0 < float(under.max()) < 17.0
     assert float(holed_mix.terms(config)["hole"]) > 0.01
     # The default loss (the shipped weights') weighs it in.
