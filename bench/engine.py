@@ -18,7 +18,9 @@ again, so the music never stops):
    real tracks of the corpus (bench/real_corpus.py, 3-5 minutes) and an empty analysis cache:
    xruns while deck A plays and deck B is analysed, read, planned and stretched
    (``xruns_during_load``), and in as long a stretch after it (``xruns_after_load``); each
-   run's line says when the xruns came (seconds after deck A started) and in which phase.
+   run's line says when the xruns came (seconds after deck A started) and in which phase;
+   ``held_up_during_load`` and ``held_up_after_load`` count the callbacks that the engine's
+   own threads held up (over half a block waiting for the GIL), the engine's share of them.
    ``--hugepages-ab`` runs each as a pair, with numpy's transparent huge pages and without.
 
 Callback time is a share of the block's duration (median, p99, max). The last line is JSON.
@@ -153,6 +155,7 @@ def render_speed(decks: tuple[Track, Track]) -> float:
 LOAD_PAIR = ("starfighter-data/through_space.ogg", "asc-music/machine_wars.mp3")  # 115, 120 BPM
 LOADED = re.compile(r"^deck ([AB]): .* BPM")
 XRUNS = re.compile(r"xruns (\d+)")
+HELD = re.compile(r"GIL waits (\d+)")
 
 
 def load_run(device: int, a: Path, b: Path, after: float = 30.0,
@@ -161,12 +164,13 @@ def load_run(device: int, a: Path, b: Path, after: float = 30.0,
     is loaded, planned and stretched (the status line's "stretching" gone), then ``after``
     seconds more."""
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "XDG_CACHE_HOME": cache, "PYTHONUNBUFFERED": "1",
+        # A wide terminal: the status line is whole (the deck's "stretching" not cut).
+        env = {**os.environ, "XDG_CACHE_HOME": cache, "PYTHONUNBUFFERED": "1", "COLUMNS": "400",
                **(env_extra or {})}
         command = [sys.executable, "main.py", "--deck-a", str(a), "--deck-b", str(b),
                    "--device", str(device), "--key-lock", "--seconds", "600"]
-        marks: dict[str, tuple[float, int]] = {}
-        xruns, t0, when = 0, time.monotonic(), []
+        marks: dict[str, tuple[float, int, int]] = {}  # time, xruns and held up by then
+        xruns, held, t0, when = 0, 0, time.monotonic(), []
         with subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) as live:
@@ -178,22 +182,25 @@ def load_run(device: int, a: Path, b: Path, after: float = 30.0,
                                     + (f" x{int(found.group(1)) - xruns}"
                                        if int(found.group(1)) - xruns > 1 else ""))
                     xruns = int(found.group(1))
+                if found := HELD.search(line):
+                    held = int(found.group(1))
                 if found := LOADED.match(line.strip()):
-                    marks.setdefault(found.group(1), (now, xruns))
+                    marks.setdefault(found.group(1), (now, xruns, held))
                 ready = "B" in marks and "candidates" in line and "stretching" not in line \
                     and "loading" not in line
                 if ready and "ready" not in marks:
-                    marks["ready"] = (now, xruns)
+                    marks["ready"] = (now, xruns, held)
                 if "ready" in marks and now > marks["ready"][0] + after:
                     live.send_signal(signal.SIGINT)
                     break
             live.communicate(timeout=30)
-    (t_a, x_a), (t_ready, x_ready) = marks["A"], marks["ready"]
+    (t_a, x_a, h_a), (t_ready, x_ready, h_ready) = marks["A"], marks["ready"]
     return {"load_seconds": round(t_ready - t_a, 1), "xruns_during_load": x_ready - x_a,
-            "xruns_after_load": xruns - x_ready, "after_seconds": after, "xruns_at": when}
+            "xruns_after_load": xruns - x_ready, "held_up_during_load": h_ready - h_a,
+            "held_up_after_load": held - h_ready, "after_seconds": after, "xruns_at": when}
 
 
-def load_phase(marks: dict[str, tuple[float, int]], status: str) -> str:
+def load_phase(marks: dict[str, tuple[float, int, int]], status: str) -> str:
     """What deck B's load was doing at a status line."""
     if "ready" in marks:
         return "(after)"

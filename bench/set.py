@@ -13,7 +13,12 @@
    a PortAudio stream on a JACK server with the dummy driver at 256 frames, with an empty
    analysis cache (a first play: every track is analysed while the set plays), to the set's
    end: xruns over the whole set, and when each came with what the engine had said last (a
-   track loaded on a deck, a transition started or finished).
+   track loaded on a deck, a transition started or finished); the same for the callbacks that
+   the engine's own threads held up (they waited over half a block for the GIL), which tells
+   the engine's xruns from the machine's. Both are also counted during the set's loads: from
+   deck A's first track on the deck, and from each transition's end (the deck it left is
+   emptied and takes the next track), until the next track is on its deck, the next
+   transition's candidates are sampled and no key-lock copy is being made.
 2. ``smart_order`` on 200 analysed tracks: the corpus's summaries, and copies of them with their
    tempo and key moved, timed (median of 3 runs).
 """
@@ -68,16 +73,26 @@ def render_set(paths: list[Path], out: Path) -> dict:
             "tracklist": out.with_suffix(".txt").read_text(encoding="utf-8").splitlines()}
 
 
+READY = re.compile(r"next: \d+ bars, [1-9]\d* candidates")
+
+
 def live_set(paths: list[Path], tmp: Path) -> dict:
     from engine.jackserver import dummy_jack
-    from tests.flood_client import STATUS_XRUNS
+    from tests.flood_client import STATUS_HELD, STATUS_XRUNS
 
     m3u = tmp / "set.m3u"
     m3u.write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
-    said, when, xruns = "", [], 0
+    said = ""
+    # For xruns and callbacks held up: the count so far and when each rise came.
+    counts = {STATUS_XRUNS: [0, []], STATUS_HELD: [0, []]}
+    loads: list[list[float]] = []  # [start, end] in seconds of the bench's clock
+    finished = 0
+    during = {STATUS_XRUNS: 0, STATUS_HELD: 0}
     # The server is named in our environment; main.py is its only client.
     with dummy_jack(44100, 256, client=False) as device:
-        env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"), "PYTHONUNBUFFERED": "1"}
+        # A wide terminal: the status line is whole (the deck's "stretching" not cut).
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"), "PYTHONUNBUFFERED": "1",
+               "COLUMNS": "400"}
         t0 = time.monotonic()
         with subprocess.Popen([sys.executable, "main.py", "--playlist", str(m3u), "--auto",
                                "--key-lock", "--device", str(device), "--no-log"], cwd=ROOT,
@@ -86,19 +101,38 @@ def live_set(paths: list[Path], tmp: Path) -> dict:
             lines = []
             for line in live.stdout:  # text mode: the status line's returns end lines too
                 lines.append(line)
-                if (found := STATUS_XRUNS.search(line)) is None:
+                now = time.monotonic() - t0
+                loading = bool(loads) and len(loads[-1]) == 1
+                if STATUS_XRUNS.search(line) is None:
                     said = line.strip() or said
-                elif int(found.group(1)) > xruns:
-                    when.append(f"{time.monotonic() - t0:.0f} s x{int(found.group(1)) - xruns}"
-                                f" after: {said[:70]}")
-                    xruns = int(found.group(1))
+                    ended = "transition finished" in line
+                    finished += ended
+                    # After the last transition no track is left to load.
+                    if not loading and finished < len(paths) - 1 and (ended or (
+                            not loads and line.startswith("deck A: "))):
+                        loads.append([now])
+                    continue
+                for pattern, (before, at) in counts.items():
+                    if (found := pattern.search(line)) and int(found.group(1)) > before:
+                        at.append(f"{now:.0f} s x{int(found.group(1)) - before}"
+                                  f"{' loading' if loading else ''} after: {said[:70]}")
+                        counts[pattern][0] = int(found.group(1))
+                        during[pattern] += (int(found.group(1)) - before) * loading
+                if loading and READY.search(line) and "stretching" not in line:
+                    loads[-1].append(now)
     text = "".join(lines)
-    played = re.search(r"played ([\d.]+) s: (\d+) xruns", text)
+    played = re.search(r"played ([\d.]+) s: (\d+) xruns.*held up by the GIL (\d+) times, "
+                       r"longest wait ([\d.]+) ms", text)
     if live.returncode != 0 or played is None:
         raise SystemExit(f"main.py failed ({live.returncode}):\n{''.join(lines[-40:])}")
     return {"tracks": len(paths), "played_seconds": float(played.group(1)),
             "xruns": int(played.group(2)), "transitions_finished": text.count(
-                "transition finished"), "xruns_at": when}
+                "transition finished"), "xruns_at": counts[STATUS_XRUNS][1],
+            "held_up": int(played.group(3)), "longest_gil_wait_ms": float(played.group(4)),
+            "held_up_at": counts[STATUS_HELD][1], "loads": len(loads),
+            "loads_at": [[round(t) for t in w] for w in loads],
+            "xruns_during_loads": during[STATUS_XRUNS],
+            "held_up_during_loads": during[STATUS_HELD]}
 
 
 def order_timing(paths: list[Path], n: int = 200) -> dict:

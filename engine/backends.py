@@ -23,6 +23,10 @@ LOAD_HISTORY = 4096  # callback loads kept for the status's percentiles
 # the JACK dummy server missed 117-336 periods in 20 s at 5 ms, 0-3 at 2 and 1 ms, 0-1 at 0.5
 # ms; the engine's playing a deck, 163-173 in 3 s at 5 ms, 0 at 0.5 (README, DJ set).
 SWITCH_INTERVAL_S = 0.0005
+# A callback that waited longer than this share of its block for the interpreter (the GIL) was
+# held up by a thread of the engine's. The machine's late wake-ups come before PortAudio calls
+# the callback, outside this wait (a stall of the whole virtual machine inside it counts too).
+HELD_UP = 0.5
 
 
 class AudioDeviceError(RuntimeError):
@@ -64,6 +68,11 @@ class AudioOutput:
     The callback does numpy on preallocated buffers only: the core's blocks, a copy into
     PortAudio's buffer and into the recorder's ring, and its own timing into a preallocated
     history. xruns are PortAudio's output-underflow flags.
+
+    Each callback also measures how long it waited for the GIL: from PortAudio's call (its
+    ``currentTime``) to the first line of Python, both on the stream's clock. An xrun with no
+    long wait before it is the machine's (a thread woken late); one after a callback was
+    ``held_up`` is the engine's (a thread of ours kept the GIL).
     """
 
     def __init__(self, core: EngineCore, sample_rate: int, block_size: int,
@@ -80,6 +89,8 @@ class AudioOutput:
         self.errors = 0
         self.frames_played = 0
         self.loads = np.zeros(history)  # callback time / block duration, the latest calls
+        self.held_up = 0  # callbacks that waited over HELD_UP of their block for the GIL
+        self.longest_wait = 0.0  # seconds, the longest such wait of the session
         self._calls = 0
         self._mix = np.zeros((2, MAX_BLOCK), dtype=np.float32)
         self.finished = False
@@ -98,6 +109,10 @@ class AudioOutput:
     def _callback(self, outdata: np.ndarray, frames: int, time_info, status) -> None:
         t0 = time.perf_counter()
         try:
+            waited = self.stream.time - time_info.currentTime
+            if waited > HELD_UP * frames / self.sample_rate:
+                self.held_up += 1
+            self.longest_wait = max(self.longest_wait, waited)
             if status.output_underflow:
                 self.xruns += 1
             mix = self._mix[:, :frames]
@@ -131,7 +146,8 @@ class AudioOutput:
         """What the stream did, for the end of a session (bench/controllers.py reads it)."""
         median, p99, _ = self.load_percentiles()
         return (f"played {self.frames_played / self.sample_rate:.1f} s: {self.xruns} xruns, "
-                f"callback load {median:.0%} median, {p99:.0%} p99")
+                f"callback load {median:.0%} median, {p99:.0%} p99; held up by the GIL "
+                f"{self.held_up} times, longest wait {self.longest_wait * 1000:.1f} ms")
 
     @property
     def output_latency(self) -> float:

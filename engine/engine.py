@@ -645,8 +645,10 @@ class Engine:
         with self._lock:
             self._loaded.append((deck, item))
 
-    def status_line(self, load: tuple[float, float, float] | None = None, xruns: int = 0) -> str:
-        """One line: both decks, the transition, the model, the callback's load and xruns."""
+    def status_line(self, load: tuple[float, float, float] | None = None, xruns: int = 0,
+                    held_up: int = 0) -> str:
+        """One line: both decks, the transition, the model, the callback's load and xruns (and,
+        once there are any, the callbacks the engine's own threads held up: ``AudioOutput``)."""
         s = self.core.status
         parts = []
         for d in (0, 1):
@@ -671,6 +673,8 @@ class Engine:
         if load is not None:
             parts.append(f"load {load[0]:.0%}/{load[1]:.0%} p99")
         parts.append(f"xruns {xruns}")
+        if held_up:
+            parts.append(f"GIL waits {held_up}")
         return " | ".join(parts)
 
     def feedback_state(self) -> dict[str, float | int | str]:

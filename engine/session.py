@@ -288,8 +288,8 @@ async def _play(engine: Engine, output: AudioOutput, keys: asyncio.Queue[str],
             say(engine.trigger())
             auto_done = True
         width = shutil.get_terminal_size((161, 24)).columns - 1  # a full line would wrap
-        sys.stdout.write("\r" + fit(engine.status_line(output.load_percentiles(), output.xruns),
-                                    width))
+        sys.stdout.write("\r" + fit(engine.status_line(output.load_percentiles(), output.xruns,
+                                                       output.held_up), width))
         sys.stdout.flush()
         if output.finished:
             print("\nerror: the audio device stopped", file=sys.stderr)

@@ -112,6 +112,8 @@ def test_the_status_line_fits_the_terminal_and_always_shows_load_and_xruns():
         assert shown.endswith(" | load 4%/7% p99 | xruns 12")
     assert fit(line, 200) == line
     assert fit("A: empty | B: empty | xruns 3", 20).endswith(" | xruns 3")
+    # The callbacks the engine's threads held up, once there are any, are health too.
+    assert fit(line + " | GIL waits 2", 120).endswith(" | xruns 12 | GIL waits 2")
 
 
 def test_ctrl_c_leaves_a_complete_recording_of_what_was_played(tmp_path, jack_server):
