@@ -24,6 +24,8 @@ from typing import Callable, Iterator
 import numpy as np
 import python_stretch as ps
 
+from .priority import run_in_background
+
 MIN_FACTOR, MAX_FACTOR = 0.25, 4.0
 _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where engine/ is
 
@@ -151,6 +153,7 @@ def _mapped(path: str, shape: tuple[int, ...]) -> np.ndarray:
 def main(argv: list[str]) -> int:
     """The child: ``python -m engine.stretch SRC DST STEMS CHANNELS SAMPLES FACTOR RATE``
     stretches the raw float32 stems in SRC into DST."""
+    run_in_background()
     src, dst, n_stems, channels, samples, factor, rate = argv
     stems = np.memmap(src, np.float32, "r", shape=(int(n_stems), int(channels), int(samples)))
     with open(dst, "wb") as out:  # stem by stem: [S, channels, N] in order, one stem in memory

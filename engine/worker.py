@@ -21,6 +21,7 @@ from analysis.features import FRAMES_PER_BEAT
 from analysis.features import TrackFeatures as AnalysisFeatures
 from analysis.track import analyze, cached_summary, summarize
 
+from .priority import run_in_background
 from .transition import Transition
 
 
@@ -174,10 +175,12 @@ PARENT_CHECK_SECONDS = 1.0
 
 def _serve(requests, results, checkpoint: str | None, device: str | None,
            threads: int | None) -> None:
+    parent = mp.parent_process()  # None in a thread
+    if parent is not None:
+        run_in_background()  # before the model's threads start: they inherit it
     generator = Generator(checkpoint, device, threads)
     results.put(Result(-1, error=generator.why_not,
                        extra={"note": generator.note, "checkpoint": generator.checkpoint}))
-    parent = mp.parent_process()  # None in a thread
     while True:
         try:
             request = requests.get(timeout=PARENT_CHECK_SECONDS)

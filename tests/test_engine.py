@@ -22,6 +22,7 @@ from effects.params import PARAM_INDEX
 from engine import core as c
 from engine.backends import SWITCH_INTERVAL_S, AudioOutput, Cue, render_offline
 from engine.deck import Track, read_stems, track_from_analysis
+from engine.priority import BACKGROUND_NICE
 from engine.recorder import Recorder, RecorderError
 from engine.transition import Scheduled, Transition, next_start
 from engine.worker import AnalyzeRequest, GenerateRequest, GenerationWorker
@@ -270,6 +271,32 @@ def test_the_worker_process_reports_bad_tracks_and_falls_back_to_the_policy(deck
     assert "bad.wav" in analysed.error
     assert len(generated.transitions) == 2 and generated.transitions[0].source == "policy"
     assert generated.transitions[0].curves.shape == (128, 52)
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="nice levels: Linux and macOS")
+def test_the_worker_and_the_stretcher_run_below_the_engines_priority(tmp_path):
+    """With every core busy, the engine's thread that holds the GIL (the callback waits for it)
+    must keep its core against the generation worker and key lock's stretcher."""
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICE)
+    worker = GenerationWorker("process", checkpoint=tmp_path / "none")
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not worker.poll():  # its first word comes after it lowered its priority
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert os.getpriority(os.PRIO_PROCESS, worker._runner.pid) == expected
+    finally:
+        worker.stop()
+    # The stretcher's child, as StretchJob runs it, on a tenth of a second of one stem.
+    src, dst = tmp_path / "in.f32", tmp_path / "out.f32"
+    np.zeros(4410, np.float32).tofile(src)
+    child = subprocess.run(
+        [sys.executable, "-c", "import os, sys\nfrom engine.stretch import main\n"
+         "main(sys.argv[1:])\nprint(os.getpriority(os.PRIO_PROCESS, 0))",
+         str(src), str(dst), "1", "1", "4410", "1.1", str(SR)],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
+    assert int(child.stdout) == expected and dst.stat().st_size > 0
 
 
 def test_the_worker_process_goes_when_the_engine_is_killed(tmp_path):
