@@ -176,7 +176,7 @@ PARENT_CHECK_SECONDS = 1.0
 def _serve(requests, results, checkpoint: str | None, device: str | None,
            threads: int | None) -> None:
     parent = mp.parent_process()  # None in a thread
-    if parent is not None:
+    if parent is not None:  # a process of its own (a thread shares the engine's priority)
         run_in_background()  # before the model's threads start: they inherit it
     generator = Generator(checkpoint, device, threads)
     results.put(Result(-1, error=generator.why_not,
