@@ -71,8 +71,9 @@ class AudioOutput:
 
     Each callback also measures how long it waited for the GIL: from PortAudio's call (its
     ``currentTime``) to the first line of Python, both on the stream's clock. An xrun with no
-    long wait before it is the machine's (a thread woken late); one after a callback was
-    ``held_up`` is the engine's (a thread of ours kept the GIL).
+    long wait before it did not come from the GIL (its thread was woken late); one after a
+    ``held_up`` callback did, most often because a thread of ours kept the GIL (a stall of the
+    whole machine inside the wait is counted too).
     """
 
     def __init__(self, core: EngineCore, sample_rate: int, block_size: int,

@@ -648,7 +648,7 @@ class Engine:
     def status_line(self, load: tuple[float, float, float] | None = None, xruns: int = 0,
                     held_up: int = 0) -> str:
         """One line: both decks, the transition, the model, the callback's load and xruns (and,
-        once there are any, the callbacks the engine's own threads held up: ``AudioOutput``)."""
+        once there are any, the callbacks held up waiting for the GIL: ``AudioOutput``)."""
         s = self.core.status
         parts = []
         for d in (0, 1):

@@ -3,8 +3,8 @@
 The audio callback runs on a real-time thread, but it needs the GIL, and the thread of the
 engine's process that holds it (the loop, a track's read-back) is an ordinary thread. When the
 generation worker (analysis, sampling) and key lock's stretcher keep every core busy, the
-scheduler takes that thread off its core while it holds the GIL, and the callback waits until it
-runs again. Beside two busy processes, a thread running Python for 3 ms every 20 ms held the
+scheduler can take that thread off its core while it holds the GIL, and the callback waits until
+it runs again. Beside two busy processes, a thread running Python for 3 ms every 20 ms held the
 callback up over half its block 13-91 times in 20 s with the processes at the engine's priority,
 1-3 times with them 10 or 19 nice levels below (README, DJ set). So the worker's process and the
 stretcher's child lower their own priority first thing.

@@ -152,7 +152,7 @@ async def flood(engine: Any, out: Any, server: Any, midi: Any, seconds: float,
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"played ([\d.]+) s: (\d+) xruns, callback load (\d+)% median, (\d+)% p99")
 STATUS_XRUNS = re.compile(r"\| xruns (\d+)")
-# Callbacks the engine's own threads held up (AudioOutput.held_up), shown once there are any.
+# Callbacks held up waiting for the GIL (AudioOutput.held_up), shown once there are any.
 STATUS_HELD = re.compile(r"\| GIL waits (\d+)")
 
 
