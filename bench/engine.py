@@ -50,6 +50,7 @@ from engine.backends import AudioOutput, Cue, render_offline  # noqa: E402
 from engine.deck import Track, track_from_analysis  # noqa: E402
 from engine.jackserver import dummy_jack  # noqa: E402
 from engine.transition import Scheduled  # noqa: E402
+from tests.flood_client import STATUS_HELD  # noqa: E402
 from engine.worker import GenerateRequest, GenerationWorker, policy_transitions  # noqa: E402
 
 SR = 44100
@@ -155,7 +156,6 @@ def render_speed(decks: tuple[Track, Track]) -> float:
 LOAD_PAIR = ("starfighter-data/through_space.ogg", "asc-music/machine_wars.mp3")  # 115, 120 BPM
 LOADED = re.compile(r"^deck ([AB]): .* BPM")
 XRUNS = re.compile(r"xruns (\d+)")
-HELD = re.compile(r"GIL waits (\d+)")
 
 
 def load_run(device: int, a: Path, b: Path, after: float = 30.0,
@@ -182,7 +182,7 @@ def load_run(device: int, a: Path, b: Path, after: float = 30.0,
                                     + (f" x{int(found.group(1)) - xruns}"
                                        if int(found.group(1)) - xruns > 1 else ""))
                     xruns = int(found.group(1))
-                if found := HELD.search(line):
+                if found := STATUS_HELD.search(line):
                     held = int(found.group(1))
                 if found := LOADED.match(line.strip()):
                     marks.setdefault(found.group(1), (now, xruns, held))
