@@ -100,6 +100,7 @@ class Engine:
                                synchronous=worker is None)
         self.tracks: list[Track | None] = [None, None]
         self._loading: dict[int, tuple[int, str]] = {}  # worker serial -> (deck, path)
+        self._reading = 0  # loads analysed, their stems being read back off the loop
         self._ahead: dict[int, str] = {}  # worker serial -> path analysed ahead of its load
         # Tracks analysed ahead, for the set: (path, summary or None, the error).
         self.analysed: list[tuple[str, TrackSummary | None, str]] = []
@@ -153,6 +154,13 @@ class Engine:
         serial = self.worker.submit(lambda s: AnalyzeRequest(s, str(path), self.config.sample_rate,
                                                              self.config.separator))
         self._loading[serial] = (d, str(path))
+
+    @property
+    def loading(self) -> bool:
+        """Whether a deck is still taking a track in: its analysis, its stems read back, its
+        key-lock copy, or the next transition's candidates."""
+        return bool(self._loading) or self._reading > 0 or self.keylock.busy or \
+            (self.plan is not None and not self.plan.transitions)
 
     def analyse_ahead(self, path: Path | str) -> None:
         """Analyse a track (into the cache) before it is loaded; its summary or error goes to
@@ -555,6 +563,7 @@ class Engine:
         with self._lock:
             loaded, self._loaded = self._loaded, []
             kept, self._kept = self._kept, []
+        self._reading -= len(loaded)
         for deck, item in loaded:
             if isinstance(item, BaseException):
                 self._load_failed(deck, str(item))
@@ -632,6 +641,7 @@ class Engine:
                 self._load_failed(deck, result.error)
                 return
             # The worker filled the analysis cache; reading it back is decoding, off the loop.
+            self._reading += 1
             threading.Thread(target=self._read_back, args=(deck, path), daemon=True).start()
             return
         self._take_plan(result)

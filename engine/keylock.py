@@ -95,6 +95,11 @@ class KeyLock:
             mode += f" {pitch:+.0f}ct"
         return mode + (", stretching" if self._jobs[deck] is not None else "")
 
+    @property
+    def busy(self) -> bool:
+        """Whether a copy is being made."""
+        return any(job is not None for job in self._jobs)
+
     def close(self) -> None:
         """Stop the stretch jobs (their temporary files go with them)."""
         jobs = [job for job in self._jobs if job is not None]

@@ -226,6 +226,55 @@ def test_key_lock_makes_no_copy_of_a_track_the_set_lets_go(tmp_path, monkeypatch
     assert stretched == [1]  # deck B's (the second track), to play in sync at 120 BPM
 
 
+def test_the_rest_of_the_playlist_is_analysed_only_while_no_deck_takes_a_track_in(
+        tmp_path, monkeypatch):
+    """Live, an analysis beside a deck taking its track in (the stems read back, the key-lock
+    copy made in a child process, the next transition's candidates sampled) cost the callback
+    its deadlines on two cores. Only the track a free deck waits for is analysed then; the rest
+    of the playlist waits until both decks are settled. The engine's parts are real: a worker
+    (a thread) analyses and samples, the stretcher runs as a program."""
+    from engine.config import EngineConfig
+    from engine.djset import DjSet
+    from engine.engine import Engine
+    from engine.worker import GenerationWorker
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    paths = write_tracks(tmp_path / "music")
+    config = EngineConfig(candidates=1, steps=2, checkpoint="none", log=False, key_lock=True)
+    with GenerationWorker("thread", checkpoint="none") as worker, \
+            Engine(config, worker=worker) as engine:
+        dj = DjSet(engine, paths)
+
+        def taking_in() -> bool:  # told from the engine's parts, not from Engine.loading
+            plan = engine.plan
+            return bool(engine._loading) or engine._reading > 0 or engine.keylock.busy or \
+                (plan is not None and not plan.transitions) or any(
+                    index is not None and (engine.tracks[d] is None or
+                                           engine.tracks[d].analysis.source != dj.paths[index])
+                    for d, index in enumerate(dj.decks))
+
+        started, copying = [], []
+        analyse = engine.analyse_ahead
+
+        def noted(path):
+            started.append((dj.paths.index(str(path)), taking_in()))
+            analyse(path)
+
+        monkeypatch.setattr(engine, "analyse_ahead", noted)
+        deadline = time.monotonic() + 120
+        while (len(dj.summaries) < len(paths) or taking_in()) and time.monotonic() < deadline:
+            engine.poll()
+            dj.tick()
+            copying.append(engine.keylock.busy)
+            engine.core.process(np.zeros((2, 512), np.float32))  # a block; deck A plays on
+            time.sleep(0.005)
+    assert len(dj.summaries) == len(paths), "the playlist was not analysed in time"
+    assert [i for i, _ in started] == [0, 1, 2, 3]
+    assert engine.tracks[1].name == paths[1].name and any(copying)  # deck B's copy was made
+    # Track 2 was what deck B waited for (while deck A took track 1 in); 3 and 4 waited.
+    assert [busy for i, busy in started if i >= 2] == [False, False]
+
+
 def test_the_performer_skips_and_chooses_the_next_track(tmp_path, monkeypatch):
     from engine.djset import DjSet
     from engine.session import press
