@@ -3,6 +3,7 @@
     .venv/bin/python bench/set.py --tracks 4       # the README's set: 4 real tracks
     .venv/bin/python bench/set.py --tracks 20      # the memory target: a 20-track set
     .venv/bin/python bench/set.py --tracks 3 --live  # xruns of a set played live
+    .venv/bin/python bench/set.py --tracks 4 --live --floor  # and the machine's own, as long
 
 1. ``main.py --playlist SET.m3u --order smart --render set.wav`` in a child process, on the
    first N tracks of at least ``--min-minutes`` of the real corpus (bench/real_corpus.py; the analysis cache makes repeated
@@ -19,6 +20,8 @@
    deck A's first track on the deck, and from each transition's end (the deck it left is
    emptied and takes the next track), until the next track is on its deck, the next
    transition's candidates are sampled and no key-lock copy is being made.
+   ``--floor`` then runs the engine's stream as long on a fresh server of the same settings
+   with nothing playing: the xruns this machine makes on its own, for comparison in one run.
 2. ``smart_order`` on 200 analysed tracks: the corpus's summaries, and copies of them with their
    tempo and key moved, timed (median of 3 runs).
 """
@@ -135,6 +138,21 @@ def live_set(paths: list[Path], tmp: Path) -> dict:
             "held_up_during_loads": during[STATUS_HELD]}
 
 
+def floor_run(seconds: float) -> dict:
+    """The machine's own xruns: the engine's stream on a JACK dummy server of the same settings,
+    nothing on its decks (the callback still renders every block), for ``seconds``."""
+    from engine.backends import AudioOutput
+    from engine.core import EngineCore
+    from engine.jackserver import dummy_jack
+
+    with dummy_jack(44100, 256) as device, \
+            AudioOutput(EngineCore(44100), 44100, 256, device=device) as out:
+        out.start()
+        time.sleep(seconds)
+    return {"floor_seconds": round(out.frames_played / 44100, 1), "floor_xruns": out.xruns,
+            "floor_held_up": out.held_up}
+
+
 def order_timing(paths: list[Path], n: int = 200) -> dict:
     summaries = [s for s in (cached_summary(p) for p in paths) if s is not None]
     rng = np.random.default_rng(0)
@@ -160,6 +178,9 @@ def main() -> None:
     parser.add_argument("--min-minutes", type=float, default=2.5,
                         help="the set's tracks: the corpus's first this long (short game loops "
                              "are not what a DJ plays)")
+    parser.add_argument("--floor", action="store_true",
+                        help="with --live: then as long with nothing playing (the machine's own "
+                             "xruns)")
     args = parser.parse_args()
     from real_corpus import fetch
 
@@ -167,7 +188,10 @@ def main() -> None:
     long = [p for p in paths if sf.info(p).duration >= 60 * args.min_minutes]
     with tempfile.TemporaryDirectory() as tmp:
         if args.live:
-            print(json.dumps(live_set(long[:args.tracks], Path(tmp))))
+            result = live_set(long[:args.tracks], Path(tmp))
+            if args.floor:
+                result.update(floor_run(result["played_seconds"]))
+            print(json.dumps(result))
             return
         result = render_set(long[:args.tracks], Path(tmp) / "set.wav")
     for line in result.pop("tracklist"):
