@@ -18,8 +18,20 @@ BACKGROUND_NICE = 10  # nice levels below the engine's process (Linux and macOS;
 
 
 def run_in_background() -> None:
-    """Lower this process's CPU priority by ``BACKGROUND_NICE``: called first in a child
-    process, before it starts threads (on Linux a thread's priority is its own, and the threads
-    it starts inherit it). Nothing where the system has no nice levels (Windows)."""
-    if hasattr(os, "nice"):
+    """Lower this process's CPU priority by ``BACKGROUND_NICE``, for every thread it has and
+    will start. On Linux a thread's nice level is its own (a new thread takes its creator's), and
+    a child has threads before its first line runs: numpy's BLAS pool starts at import, and it
+    does the analysis's matrix work. Nothing where the system has no nice levels (Windows)."""
+    if not hasattr(os, "nice"):
+        return
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:  # not Linux: the nice level is the process's
         os.nice(BACKGROUND_NICE)
+        return
+    for tid in threads:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(
+                19, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE))
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
