@@ -273,7 +273,8 @@ def test_the_worker_process_reports_bad_tracks_and_falls_back_to_the_policy(deck
     assert generated.transitions[0].curves.shape == (128, 52)
 
 
-@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="nice levels: Linux and macOS")
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(),
+                    reason="each thread's nice level, read from /proc: Linux")
 def test_the_worker_and_the_stretcher_run_below_the_engines_priority(tmp_path):
     """With every core busy, the engine's thread that holds the GIL (the callback waits for it)
     must keep its core against the generation worker and key lock's stretcher: every thread
