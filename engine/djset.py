@@ -273,7 +273,7 @@ class DjSet:
         soon = [i for i in self.queue[:2] if i in self._to_analyse]
         i = soon[0] if soon else self._to_analyse[0]
         waited_for = None in self.decks and self.queue[:1] == [i]
-        if not waited_for and self._taking_in():
+        if not waited_for and self.engine.loading:
             # An analysis beside a deck taking its track in (stems read back, a key-lock copy,
             # candidates sampled) made the callback miss deadlines on two cores (bench/set.py
             # --live); the rest of the playlist waits until the decks are settled.
@@ -285,11 +285,6 @@ class DjSet:
         self._say(f"analysing {len(self.summaries) + len(self.failed) + 1}/{len(self.paths)}: "
                   f"{self.title(i)}")
         self.engine.analyse_ahead(self.paths[i])
-
-    def _taking_in(self) -> bool:
-        """Whether a deck is still taking its track in (``Engine.loading``)."""
-        return self.engine.loading or any(
-            index is not None and not self._on_deck(d) for d, index in enumerate(self.decks))
 
     def _on_deck(self, deck: int) -> bool:
         """Whether ``deck`` holds the track the set put there (not the last one, still
